@@ -1,0 +1,49 @@
+"""Embedded backend: chDB, the ClickHouse engine in-process.
+
+chDB allows one process per data directory, and one session must not run two queries at once,
+so every call goes through a lock; the dashboard shares this object in `infersight serve`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from chdb import session
+
+
+class ChdbStore:
+    def __init__(self, data_dir: str, database: str):
+        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = data_dir
+        self.database = database
+        self._session = session.Session(data_dir)
+        self._lock = threading.Lock()
+        self._closed = False
+        # chDB can crash at interpreter exit if a session is still open.
+        atexit.register(self.close)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self._session.query(sql, "CSV", params=parameters or None)
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self._lock:
+            return self._session.query(sql, "DataFrame", params=parameters or None)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        cols = ", ".join(f"`{c}`" for c in data.column_names)
+        with self._lock:
+            # chDB resolves Python(name) against the caller's local variables.
+            arrow_batch = data  # noqa: F841
+            self._session.query(f"INSERT INTO {table} ({cols}) SELECT * FROM Python(arrow_batch)")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._session.close()

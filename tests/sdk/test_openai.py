@@ -1,0 +1,256 @@
+"""The real `openai` client against a loopback server speaking the OpenAI wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+
+import openai
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+
+import infersight
+from infersight import _state
+from infersight import attributes as A
+from infersight.instrumentors import openai as openai_instr
+from infersight_collector.fake_provider import Reply
+
+MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
+
+
+@pytest.fixture
+def client(fake_openai):
+    return openai.OpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
+
+
+@pytest.fixture
+def aclient(fake_openai):
+    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
+
+
+def only_span(spans):
+    finished = spans.get_finished_spans()
+    assert len(finished) == 1, [s.name for s in finished]
+    return finished[0]
+
+
+def test_chat_span_has_tokens_cost_and_models(spans, client, fake_openai):
+    fake_openai.expect(Reply(model="gpt-4o-mini-2024-07-18", prompt_tokens=1000,
+                             completion_tokens=200, cached_tokens=400))
+    response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                              max_tokens=300, temperature=0.2)
+    span = only_span(spans)
+    attrs = span.attributes
+    assert span.name == "chat gpt-4o-mini"
+    assert span.kind == SpanKind.CLIENT
+    assert attrs[A.OPERATION] == "chat"
+    assert attrs[A.PROVIDER] == "openai"
+    assert attrs[A.REQUEST_MODEL] == "gpt-4o-mini"
+    assert attrs[A.RESPONSE_MODEL] == "gpt-4o-mini-2024-07-18"
+    assert attrs[A.MODEL_VERSION] == "gpt-4o-mini-2024-07-18"
+    assert attrs[A.RESPONSE_ID] == response.id
+    assert attrs[A.REQUEST_MAX_TOKENS] == 300
+    assert attrs[A.REQUEST_TEMPERATURE] == 0.2
+    assert attrs[A.INPUT_TOKENS] == 1000
+    assert attrs[A.OUTPUT_TOKENS] == 200
+    assert attrs[A.CACHE_READ_TOKENS] == 400
+    assert list(attrs[A.FINISH_REASONS]) == ["stop"]
+    # gpt-4o-mini: $0.15 input, $0.075 cached input, $0.60 output per 1M tokens.
+    assert attrs[A.COST] == pytest.approx((600 * 0.15 + 400 * 0.075 + 200 * 0.60) / 1e6)
+    assert attrs[A.COST_SOURCE] == "sdk"
+    assert A.CONFIDENCE not in attrs  # no logprobs asked for
+    assert span.status.status_code == StatusCode.UNSET
+
+
+def test_confidence_is_mean_token_probability_when_logprobs_asked(spans, client, fake_openai):
+    fake_openai.expect(Reply(content="one two three four", token_logprob=-0.5))
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, logprobs=True)
+    attrs = only_span(spans).attributes
+    assert attrs[A.CONFIDENCE] == pytest.approx(math.exp(-0.5))
+    assert attrs[A.CONFIDENCE_METHOD] == "mean_token_prob"
+
+
+def test_reasoning_tokens_are_recorded_and_priced_as_output(spans, client, fake_openai):
+    fake_openai.expect(Reply(model="o4-mini-2025-04-16", prompt_tokens=100,
+                             completion_tokens=500, reasoning_tokens=400))
+    client.chat.completions.create(model="o4-mini", messages=MESSAGES)
+    attrs = only_span(spans).attributes
+    assert attrs[A.REASONING_TOKENS] == 400
+    assert attrs[A.COST] == pytest.approx((100 * 1.10 + 500 * 4.40) / 1e6)
+
+
+def test_unknown_model_gets_no_cost(spans, client, fake_openai):
+    client.chat.completions.create(model="my-finetune-xyz", messages=MESSAGES)
+    attrs = only_span(spans).attributes
+    assert A.COST not in attrs
+    assert attrs[A.COST_SOURCE] == "unknown_model"
+
+
+def test_feature_user_session_tags_from_context(spans, client):
+    with infersight.feature("ticket-summary"), infersight.user("u-1"), \
+            infersight.session("s-9"), infersight.tenant("acme"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    tagged, untagged = spans.get_finished_spans()
+    assert tagged.attributes[A.FEATURE] == "ticket-summary"
+    assert tagged.attributes[A.USER] == "u-1"
+    assert tagged.attributes[A.SESSION] == "s-9"
+    assert tagged.attributes[A.TENANT] == "acme"
+    assert A.FEATURE not in untagged.attributes
+
+
+def test_feature_as_decorator_sync_and_async(spans, client, aclient):
+    @infersight.feature("sync-feature")
+    def call():
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    @infersight.feature("async-feature")
+    async def acall():
+        # a task created inside carries the context too
+        await asyncio.create_task(aclient.chat.completions.create(model="gpt-4o-mini",
+                                                                   messages=MESSAGES))
+
+    call()
+    asyncio.run(acall())
+    features = [s.attributes[A.FEATURE] for s in spans.get_finished_spans()]
+    assert features == ["sync-feature", "async-feature"]
+
+
+def test_stream_reports_usage_ttfc_and_ends_when_exhausted(spans, client, fake_openai):
+    fake_openai.expect(Reply(content="a b c d e", prompt_tokens=50, completion_tokens=5,
+                             token_logprob=-0.2))
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True},
+                                            logprobs=True)
+    assert spans.get_finished_spans() == ()  # still open while the caller reads
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "a b c d e "
+    span = only_span(spans)
+    attrs = span.attributes
+    assert attrs[A.INPUT_TOKENS] == 50 and attrs[A.OUTPUT_TOKENS] == 5
+    assert attrs[A.COST] == pytest.approx((50 * 0.15 + 5 * 0.60) / 1e6)
+    assert list(attrs[A.FINISH_REASONS]) == ["stop"]
+    assert attrs[A.CONFIDENCE] == pytest.approx(math.exp(-0.2))
+    duration_s = (span.end_time - span.start_time) / 1e9
+    assert 0 < attrs[A.TIME_TO_FIRST_CHUNK] <= duration_s
+
+
+def test_stream_without_usage_has_no_cost(spans, client):
+    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+        pass
+    attrs = only_span(spans).attributes
+    assert A.COST not in attrs and A.INPUT_TOKENS not in attrs
+    assert A.TIME_TO_FIRST_CHUNK in attrs
+
+
+def test_stream_span_ends_when_closed_early(spans, client):
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    next(iter(stream))
+    stream.close()
+    assert only_span(spans).attributes[A.RESPONSE_MODEL] == "gpt-4o-mini"
+
+
+def test_stream_span_ends_with_context_manager(spans, client):
+    with client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                        stream=True) as stream:
+        first = next(stream)
+        assert first.choices[0].delta.role == "assistant"
+    only_span(spans)
+
+
+def test_stream_span_ends_when_abandoned(spans, client):
+    def read_one():
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                stream=True)
+        next(iter(stream))
+
+    read_one()
+    gc.collect()
+    only_span(spans)
+
+
+def test_async_chat_and_async_stream(spans, aclient, fake_openai):
+    fake_openai.expect(Reply(prompt_tokens=10, completion_tokens=3),
+                       Reply(content="x y", prompt_tokens=20, completion_tokens=2))
+
+    async def main():
+        await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        stream = await aclient.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True})
+        async with stream:
+            chunks = [c async for c in stream]
+        return chunks
+
+    chunks = asyncio.run(main())
+    assert chunks[-1].usage.total_tokens == 22
+    plain, streamed = spans.get_finished_spans()
+    assert plain.attributes[A.INPUT_TOKENS] == 10
+    assert streamed.attributes[A.INPUT_TOKENS] == 20
+    assert A.TIME_TO_FIRST_CHUNK in streamed.attributes
+
+
+def test_provider_error_reaches_caller_unchanged_and_marks_span(spans, client, fake_openai):
+    fake_openai.expect(Reply(status=429, error_type="rate_limit_error"))
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raised.value.status_code == 429
+    span = only_span(spans)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes[A.ERROR_TYPE] == "RateLimitError"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_async_error_reaches_caller(spans, aclient, fake_openai):
+    fake_openai.expect(Reply(status=500))
+    with pytest.raises(openai.InternalServerError):
+        asyncio.run(aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    assert only_span(spans).status.status_code == StatusCode.ERROR
+
+
+def test_with_raw_response(spans, client, fake_openai):
+    fake_openai.expect(Reply(prompt_tokens=7, completion_tokens=2))
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.parse().usage.prompt_tokens == 7
+    assert only_span(spans).attributes[A.INPUT_TOKENS] == 7
+
+
+def test_content_not_captured_by_default(spans, client):
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    attrs = only_span(spans).attributes
+    assert A.INPUT_MESSAGES not in attrs and A.OUTPUT_MESSAGES not in attrs
+
+
+def test_content_captured_on_opt_in(spans, client, monkeypatch):
+    monkeypatch.setattr(_state, "capture_content", True)
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    attrs = only_span(spans).attributes
+    assert "Summarise this ticket" in attrs[A.INPUT_MESSAGES]
+    assert "fake provider" in attrs[A.OUTPUT_MESSAGES]
+
+
+def test_extraction_failure_is_swallowed_and_counted(spans, client, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(openai_instr, "response_attributes", broken)
+    before = _state.failures().get("openai response:RuntimeError", 0)
+    response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert response.choices[0].message.content.startswith("Hello")
+    assert _state.failures()["openai response:RuntimeError"] == before + 1
+    only_span(spans)  # still ended
+
+
+def test_instrument_twice_gives_one_span_and_uninstrument_restores(spans, client):
+    original = openai.resources.chat.completions.Completions.__dict__["create"].__wrapped__
+    infersight.instrument()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(spans.get_finished_spans()) == 1
+    infersight.uninstrument()
+    assert openai.resources.chat.completions.Completions.__dict__["create"] is original
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(spans.get_finished_spans()) == 1
+    infersight.instrument()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(spans.get_finished_spans()) == 2
