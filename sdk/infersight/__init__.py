@@ -29,7 +29,9 @@ __version__ = "0.1.0"
 log = logging.getLogger("infersight")
 
 _lock = threading.Lock()
-_instrumentors = [OpenAIInstrumentor()]
+_instrumentors = [  # one line per instrumented library
+    OpenAIInstrumentor(),
+]
 _provider: TracerProvider | None = None
 _instrumented = False
 _warned: set[str] = set()
