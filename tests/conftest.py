@@ -31,8 +31,42 @@ def _session_store(tmp_path_factory):
 
 @pytest.fixture
 def store(_session_store):
-    _session_store.command(f"TRUNCATE TABLE {_session_store.database}.{schema.SPANS_TABLE}")
+    for table in schema.DATA_TABLES:
+        _session_store.command(f"TRUNCATE TABLE {_session_store.database}.{table}")
     return _session_store
+
+
+@pytest.fixture
+def span_batch():
+    """`span_batch(n, name)` builds an Arrow batch of `n` distinct spans as the decoder would;
+    `attributes` go on every span."""
+    import time
+
+    import pyarrow as pa
+
+    from infersight_collector.decode import ARROW_SCHEMA
+
+    counter = iter(range(1, 1 << 62))
+
+    def build(n: int, name: str = "span", attributes: dict[str, str] | None = None,
+              duration_ns: int = 1_000_000, status: str = "Unset") -> pa.Table:
+        ids = [next(counter) for _ in range(n)]
+        empty = [[] for _ in ids]
+        return pa.table({
+            "Timestamp": pa.array([time.time_ns()] * n, pa.timestamp("ns")),
+            "TraceId": [f"{i:032x}" for i in ids], "SpanId": [f"{i:016x}" for i in ids],
+            "ParentSpanId": [""] * n, "TraceState": [""] * n, "SpanName": [name] * n,
+            "SpanKind": ["Client"] * n, "ServiceName": ["checkout"] * n,
+            "ResourceAttributes": [[("service.name", "checkout")]] * n,
+            "ScopeName": ["t"] * n, "ScopeVersion": [""] * n,
+            "SpanAttributes": [list((attributes or {}).items())] * n,
+            "Duration": [duration_ns] * n, "StatusCode": [status] * n, "StatusMessage": [""] * n,
+            "Events.Timestamp": empty, "Events.Name": empty, "Events.Attributes": empty,
+            "Links.TraceId": empty, "Links.SpanId": empty, "Links.TraceState": empty,
+            "Links.Attributes": empty,
+        }, schema=ARROW_SCHEMA)
+
+    return build
 
 
 @pytest.fixture
@@ -64,4 +98,23 @@ def collector(store):
     server.endpoint = f"127.0.0.1:{port}"
     yield server
     server.stop(grace=None)
+    pipeline.stop()
+
+
+@pytest.fixture
+def http_collector(store):
+    """The OTLP/HTTP collector on a free loopback port, writing into `store`;
+    `http_collector.url` is its /v1/traces URL."""
+    import threading
+
+    from infersight_collector.otlp_http import create_http_server
+    from infersight_collector.pipeline import Pipeline
+
+    pipeline = Pipeline(store).start()
+    server = create_http_server(pipeline, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    yield server
+    server.shutdown()
+    server.server_close()
     pipeline.stop()

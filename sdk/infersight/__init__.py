@@ -12,18 +12,30 @@ confidence, model version, feature) and are exported over OTLP/gRPC to the colle
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from . import _state, config
-from .context import feature, session, tenant, user
+from . import _export, _state, config, pricing
+from ._export import CountingProcessor
+from .context import extract, feature, inject, session, tenant, user
+from .feedback import feedback
+from .instrumentors.anthropic import AnthropicInstrumentor
+from .instrumentors.bedrock import BedrockInstrumentor
+from .instrumentors.google_genai import GoogleGenAIInstrumentor
+from .instrumentors.litellm import LiteLLMInstrumentor
+from .instrumentors.mistral import MistralInstrumentor
 from .instrumentors.openai import OpenAIInstrumentor
+from .instrumentors.sklearn import SklearnInstrumentor
+from .instrumentors.threads import ThreadsInstrumentor
+from .instrumentors.transformers import TransformersInstrumentor
+from .observe import observe, watch
 
-__all__ = ["instrument", "uninstrument", "flush", "feature", "user", "session", "tenant"]
+__all__ = ["instrument", "uninstrument", "flush", "feature", "user", "session", "tenant",
+           "observe", "watch", "stats", "inject", "extract", "feedback"]
 __version__ = "0.1.0"
 
 log = logging.getLogger("infersight")
@@ -31,6 +43,14 @@ log = logging.getLogger("infersight")
 _lock = threading.Lock()
 _instrumentors = [  # one line per instrumented library
     OpenAIInstrumentor(),
+    AnthropicInstrumentor(),
+    BedrockInstrumentor(),
+    GoogleGenAIInstrumentor(),
+    MistralInstrumentor(),
+    LiteLLMInstrumentor(),
+    SklearnInstrumentor(),
+    ThreadsInstrumentor(),
+    TransformersInstrumentor(),
 ]
 _provider: TracerProvider | None = None
 _instrumented = False
@@ -43,9 +63,11 @@ def _exporter(settings: config.Settings):
     return OTLPSpanExporter(endpoint=settings.endpoint, headers=settings.headers or None)
 
 
-def _processor(settings: config.Settings) -> BatchSpanProcessor:
-    return BatchSpanProcessor(_exporter(settings), max_queue_size=settings.max_queue_size,
-                              max_export_batch_size=512)
+def _processor(settings: config.Settings) -> CountingProcessor:
+    """Batching on a worker thread with a bounded queue; drops and failed exports are counted
+    (`stats()`) and a collector that is down costs one export timeout (see `_export`)."""
+    return CountingProcessor(_exporter(settings), max_queue_size=settings.max_queue_size,
+                             max_export_batch_size=512)
 
 
 def _choose_provider(settings: config.Settings, given: TracerProvider | None) -> TracerProvider:
@@ -66,11 +88,19 @@ def _choose_provider(settings: config.Settings, given: TracerProvider | None) ->
 
 def instrument(service_name: str | None = None, *, endpoint: str | None = None,
                api_key: str | None = None, capture_content: bool | None = None,
-               tracer_provider: TracerProvider | None = None) -> None:
+               tracer_provider: TracerProvider | None = None,
+               prices: str | os.PathLike | dict | None = None) -> None:
     """Trace every supported model and LLM call in this process. Safe to call twice;
     never raises: a bad setting is reported once as a warning and tracing stays off.
-    `tracer_provider` sends the spans to that provider instead of the app's or a new one."""
+    `tracer_provider` sends the spans to that provider instead of the app's or a new one.
+    `prices` adds or overrides price entries (a JSON file or a dict, see `pricing`); bad
+    entries are reported and the bundled prices are used."""
     global _provider, _instrumented
+    if prices is not None:
+        try:
+            pricing.load_overrides(prices)
+        except ValueError as exc:
+            log.warning("infersight: price overrides not loaded: %s", exc)
     try:
         with _lock:
             settings = config.load(service_name, endpoint, api_key, capture_content)
@@ -106,3 +136,10 @@ def flush(timeout_s: float = 5.0) -> bool:
     if provider is None or not hasattr(provider, "force_flush"):
         return True
     return provider.force_flush(int(timeout_s * 1000))
+
+
+def stats() -> dict:
+    """What the SDK dropped or failed to send, and its own caught errors by place and type:
+    {"spans_dropped": n, "spans_export_failed": n, "spans_exported": n,
+     "instrumentation_errors": {"openai response:KeyError": n, ...}}."""
+    return {**_export.counts(), "instrumentation_errors": _state.failures()}

@@ -35,6 +35,11 @@ ERROR_TYPE = "error.type"
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 
+# LLM request and response details beyond the contract table.
+EMBEDDING_DIMENSIONS = "gen_ai.embeddings.dimension.count"
+TOOL_CALL_COUNT = "infersight.tool_call.count"  # tool calls the model asked for (no arguments)
+TOOL_CALL_NAMES = "infersight.tool_call.names"
+
 # Values of COST_SOURCE.
 COST_FROM_SDK = "sdk"
 COST_FROM_COLLECTOR = "collector"
@@ -42,3 +47,12 @@ COST_UNKNOWN_MODEL = "unknown_model"
 
 # Tags carried in baggage (context.py) and copied onto every span the SDK starts.
 TAG_KEYS = (FEATURE, USER, SESSION, TENANT)
+
+# Classic models (sklearn, transformers, torch, @observe): batch size, the confidence
+# distribution over the batch's rows, and which method of the model was called.
+BATCH_ROWS = "infersight.batch.rows"
+CONFIDENCE_P10 = "infersight.confidence.p10"
+CONFIDENCE_P50 = "infersight.confidence.p50"
+CONFIDENCE_P90 = "infersight.confidence.p90"
+MODEL_METHOD = "infersight.model.method"
+MODEL_TASK = "infersight.model.task"

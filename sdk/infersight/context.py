@@ -10,7 +10,7 @@ import functools
 import inspect
 from typing import Any, Callable
 
-from opentelemetry import baggage, context as otel_context
+from opentelemetry import baggage, context as otel_context, propagate
 
 from . import attributes as A
 
@@ -69,3 +69,33 @@ def current_tags() -> dict[str, str]:
     if not entries:
         return {}
     return {k: str(entries[k]) for k in A.TAG_KEYS if k in entries}
+
+
+# ---- across services: W3C `traceparent` and `baggage` headers ------------------------------
+# Outbound requests are not patched: the tags (user ids included) would otherwise go to every
+# host the app calls, model providers too. An app that already runs OpenTelemetry's HTTP
+# instrumentations (requests, httpx, Flask, FastAPI, ...) carries them with no code, since the
+# tags are OTel baggage and the default propagators are W3C trace context + baggage.
+
+def inject(headers: dict | None = None) -> dict:
+    """Add the current trace and tags to `headers` (a new dict when None) as W3C
+    `traceparent` / `baggage` headers, for a call to another service of yours."""
+    carrier = {} if headers is None else headers
+    propagate.inject(carrier)
+    return carrier
+
+
+class extract:
+    """`with infersight.extract(request.headers):` continues the caller's trace and tags in
+    this service; model calls made inside count against the caller's feature."""
+
+    def __init__(self, headers: Any):
+        self._ctx = propagate.extract(headers)
+        self._tokens: list[object] = []
+
+    def __enter__(self) -> "extract":
+        self._tokens.append(otel_context.attach(self._ctx))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        otel_context.detach(self._tokens.pop())

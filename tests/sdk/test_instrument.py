@@ -100,3 +100,4 @@ def test_attribute_names_match_the_genai_semantic_conventions():
     assert A.SESSION == semconv.GEN_AI_CONVERSATION_ID
     assert A.INPUT_MESSAGES == semconv.GEN_AI_INPUT_MESSAGES
     assert A.OUTPUT_MESSAGES == semconv.GEN_AI_OUTPUT_MESSAGES
+    assert A.EMBEDDING_DIMENSIONS == semconv.GEN_AI_EMBEDDINGS_DIMENSION_COUNT

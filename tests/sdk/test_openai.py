@@ -234,7 +234,7 @@ def test_extraction_failure_is_swallowed_and_counted(spans, client, monkeypatch)
     def broken(*_args, **_kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(openai_instr, "response_attributes", broken)
+    monkeypatch.setattr(openai_instr, "usage_attributes", broken)
     before = _state.failures().get("openai response:RuntimeError", 0)
     response = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert response.choices[0].message.content.startswith("Hello")

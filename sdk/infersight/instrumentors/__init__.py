@@ -7,10 +7,12 @@ the functions it patched.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import sys
 import time
-from typing import Any, Callable
+import weakref
+from typing import Any, Callable, Protocol
 
 import wrapt
 from opentelemetry import context as otel_context
@@ -70,8 +72,14 @@ class Instrumentor:
         self._patched.clear()
 
 
+# Set while a span of ours that covers whole SDK calls is open (LiteLLM), so that the SDK it
+# calls underneath (openai, anthropic, ...) adds no second span for the same call.
+_inside_exclusive: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "infersight_inside_exclusive", default=False)
+
+
 def suppressed() -> bool:
-    return bool(otel_context.get_value(_SUPPRESS_KEY))
+    return _inside_exclusive.get() or bool(otel_context.get_value(_SUPPRESS_KEY))
 
 
 def start_span(name: str, attributes: dict[str, Any]) -> Span:
@@ -82,9 +90,10 @@ def start_span(name: str, attributes: dict[str, Any]) -> Span:
     return _state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
-def add_cost(attrs: dict[str, Any], model: str | None) -> None:
+def add_cost(attrs: dict[str, Any], model: str | None, provider: str | None = None) -> None:
     """Price the tokens in `attrs` (contract names) and record the cost and its source.
-    Without token counts (a stream sent without usage) the cost is unknown: left absent."""
+    Without token counts (a stream sent without usage) the cost is unknown: left absent.
+    `provider` (gen_ai.provider.name) picks a host's own price, e.g. Groq's for a Llama."""
     if A.INPUT_TOKENS not in attrs and A.OUTPUT_TOKENS not in attrs:
         return
     usage = Usage(
@@ -92,7 +101,7 @@ def add_cost(attrs: dict[str, Any], model: str | None) -> None:
         cache_read=attrs.get(A.CACHE_READ_TOKENS, 0),
         cache_write=attrs.get(A.CACHE_WRITE_TOKENS, 0),
     )
-    cost = cost_usd(model, usage)
+    cost = cost_usd(model, usage, provider=provider or attrs.get(A.PROVIDER))
     if cost is None:
         attrs[A.COST_SOURCE] = A.COST_UNKNOWN_MODEL
     else:
@@ -112,3 +121,282 @@ def end_with_error(span: Span, exc: BaseException) -> None:
 
 def now() -> float:
     return time.perf_counter()
+
+
+def finish_attributes(attrs: dict[str, Any], request_model: str | None) -> None:
+    """Model version and cost, once tokens and the served model are known."""
+    model = attrs.get(A.RESPONSE_MODEL) or request_model
+    if model:
+        attrs[A.MODEL_VERSION] = model
+    add_cost(attrs, model)
+
+
+def tool_call_attributes(attrs: dict[str, Any], names: list[str]) -> None:
+    """How many tools the model asked to call, and which: never their arguments."""
+    if names:
+        attrs[A.TOOL_CALL_COUNT] = len(names)
+        attrs[A.TOOL_CALL_NAMES] = names
+
+
+def uncached_usage_attributes(input_tokens: int | None, output_tokens: int | None,
+                             cache_read: int | None, cache_write: int | None) -> dict[str, int]:
+    """Token attributes for providers (Anthropic, Bedrock) whose input count leaves out cache
+    reads and writes: the contract's input count includes them."""
+    cache_read, cache_write = cache_read or 0, cache_write or 0
+    attrs = {A.INPUT_TOKENS: (input_tokens or 0) + cache_read + cache_write,
+             A.OUTPUT_TOKENS: output_tokens or 0}
+    if cache_read:
+        attrs[A.CACHE_READ_TOKENS] = cache_read
+    if cache_write:
+        attrs[A.CACHE_WRITE_TOKENS] = cache_write
+    return attrs
+
+
+# ---- traced calls and streams, shared by every LLM provider ----------------------------------
+
+class Accumulator(Protocol):
+    """Folds the chunks or events of one stream into the span's attributes."""
+
+    def add(self, item: Any) -> None: ...
+
+    def attributes(self) -> dict[str, Any]: ...
+
+
+class StreamState:
+    """One stream's span and accumulator: times the first chunk, ends the span exactly once."""
+
+    __slots__ = ("span", "accumulator", "started", "where", "first", "ended")
+
+    def __init__(self, span: Span, accumulator: Accumulator, started: float, where: str):
+        self.span = span
+        self.accumulator = accumulator
+        self.started = started
+        self.where = where
+        self.first: float | None = None
+        self.ended = False
+
+    def add(self, item: Any) -> None:
+        if self.first is None:
+            self.first = now()
+        try:
+            self.accumulator.add(item)
+        except Exception as exc:
+            _state.record_failure(f"{self.where} stream chunk", exc)
+
+    def end(self, exc: BaseException | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            attrs = self.accumulator.attributes()
+            if self.first is not None:
+                attrs[A.TIME_TO_FIRST_CHUNK] = self.first - self.started
+            self.span.set_attributes(attrs)
+        except Exception as failure:
+            _state.record_failure(f"{self.where} stream end", failure)
+        if exc is not None:
+            end_with_error(self.span, exc)
+        else:
+            self.span.end()
+
+
+class Stream(wrapt.ObjectProxy):
+    """The caller's stream, unchanged in behaviour; ends the span when exhausted, closed, left
+    by its context manager, or garbage-collected half-read. Takes iterators and iterables."""
+
+    def __init__(self, stream: Any, state: StreamState):
+        super().__init__(stream)
+        self._self_state = state
+        self._self_next = getattr(stream, "__next__", None)
+        weakref.finalize(self, state.end)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        step = self._self_next
+        if step is None:  # an iterable such as botocore's EventStream
+            step = self._self_next = iter(self.__wrapped__).__next__
+        try:
+            item = step()
+        except StopIteration:
+            self._self_state.end()
+            raise
+        except Exception as exc:
+            self._self_state.end(exc)
+            raise
+        self._self_state.add(item)
+        return item
+
+    def __enter__(self):
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            return self.__wrapped__.__exit__(*exc_info)
+        finally:
+            self._self_state.end()
+
+    def close(self):
+        try:
+            return self.__wrapped__.close()
+        finally:
+            self._self_state.end()
+
+
+class AsyncStream(wrapt.ObjectProxy):
+    """The async twin of `Stream`: async iterators, async generators and async iterables."""
+
+    def __init__(self, stream: Any, state: StreamState):
+        super().__init__(stream)
+        self._self_state = state
+        self._self_next = getattr(stream, "__anext__", None)
+        weakref.finalize(self, state.end)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        step = self._self_next
+        if step is None:
+            step = self._self_next = self.__wrapped__.__aiter__().__anext__
+        try:
+            item = await step()
+        except StopAsyncIteration:
+            self._self_state.end()
+            raise
+        except Exception as exc:
+            self._self_state.end(exc)
+            raise
+        self._self_state.add(item)
+        return item
+
+    async def __aenter__(self):
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info):
+        try:
+            return await self.__wrapped__.__aexit__(*exc_info)
+        finally:
+            self._self_state.end()
+
+    async def close(self):
+        try:
+            return await self.__wrapped__.close()
+        finally:
+            self._self_state.end()
+
+    async def aclose(self):
+        try:
+            return await self.__wrapped__.aclose()
+        finally:
+            self._self_state.end()
+
+
+def _proxy(result: Any, state: StreamState, proxy: type) -> Any:
+    return proxy(result, state)
+
+
+class Operation:
+    """How to trace one patched method, as pure functions of its library:
+
+    request(instance, args, kwargs) -> the span's starting attributes (operation, provider,
+        request model, ...), or None for a call that is not a model call (left untraced);
+    response(result, request_model) -> attributes of a returned, non-streamed result;
+    stream(args, kwargs, attrs) -> an Accumulator when this call streams, else None;
+    attach(result, state, proxy) -> the result with its stream behind `proxy`, or None when
+        this result cannot be followed (the span then ends at once).
+    `exclusive`: no span of ours starts inside this one (a router calling an SDK underneath).
+    """
+
+    __slots__ = ("where", "request", "response", "stream", "attach", "exclusive")
+
+    def __init__(self, where: str, request: Callable, response: Callable,
+                 stream: Callable | None = None, attach: Callable = _proxy,
+                 exclusive: bool = False):
+        self.where = where
+        self.request = request
+        self.response = response
+        self.stream = stream
+        self.attach = attach
+        self.exclusive = exclusive
+
+    def begin(self, instance: Any, args: tuple, kwargs: dict) -> "_Call | None":
+        try:
+            attrs = self.request(instance, args, kwargs)
+            if attrs is None:
+                return None
+            accumulator = self.stream(args, kwargs, attrs) if self.stream is not None else None
+            model = attrs.get(A.REQUEST_MODEL)
+            operation = attrs[A.OPERATION]
+            span = start_span(f"{operation} {model}" if model else operation, attrs)
+            return _Call(self, span, model, accumulator)
+        except Exception as exc:
+            _state.record_failure(f"{self.where} request", exc)
+            return None
+
+    def wrapper(self) -> Callable:
+        def traced(wrapped, instance, args, kwargs):
+            if suppressed():
+                return wrapped(*args, **kwargs)
+            call = self.begin(instance, args, kwargs)
+            if call is None:
+                return wrapped(*args, **kwargs)
+            token = _inside_exclusive.set(True) if self.exclusive else None
+            try:
+                result = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                end_with_error(call.span, exc)
+                raise
+            finally:
+                if token is not None:
+                    _inside_exclusive.reset(token)
+            return call.complete(result, Stream)
+        return traced
+
+    def async_wrapper(self) -> Callable:
+        async def traced(wrapped, instance, args, kwargs):
+            if suppressed():
+                return await wrapped(*args, **kwargs)
+            call = self.begin(instance, args, kwargs)
+            if call is None:
+                return await wrapped(*args, **kwargs)
+            token = _inside_exclusive.set(True) if self.exclusive else None
+            try:
+                result = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                end_with_error(call.span, exc)
+                raise
+            finally:
+                if token is not None:
+                    _inside_exclusive.reset(token)
+            return call.complete(result, AsyncStream)
+        return traced
+
+
+class _Call:
+    __slots__ = ("op", "span", "model", "accumulator", "started")
+
+    def __init__(self, op: Operation, span: Span, model: str | None, accumulator: Any):
+        self.op = op
+        self.span = span
+        self.model = model
+        self.accumulator = accumulator
+        self.started = now()
+
+    def complete(self, result: Any, proxy: type) -> Any:
+        """End the span for a returned result, or hand it to a stream proxy that will."""
+        try:
+            if self.accumulator is not None:
+                state = StreamState(self.span, self.accumulator, self.started, self.op.where)
+                followed = self.op.attach(result, state, proxy)
+                if followed is not None:
+                    return followed
+            else:
+                self.span.set_attributes(self.op.response(result, self.model))
+        except Exception as exc:
+            _state.record_failure(f"{self.op.where} response", exc)
+        self.span.end()
+        return result

@@ -1,16 +1,21 @@
-"""OpenAI chat completions: sync, async, streaming and async streaming.
+"""OpenAI and every OpenAI-compatible server: chat completions (tool calls, `parse`,
+`with_raw_response`, streams), the Responses API, embeddings and legacy completions.
 
 Usage:
     infersight.instrument()   # patches openai when it is imported, before or after
 
-Each `chat.completions.create` call becomes one CLIENT span with the attributes of the
-Infersight contract: tokens (cached and reasoning included), cost, finish reasons, response
-model as model version, time to first chunk for streams, and the mean token probability as
-confidence when the caller asked for `logprobs`. Prompt and completion text are recorded only
-with `capture_content=True` (or INFERSIGHT_CAPTURE_CONTENT=true).
+Each call becomes one CLIENT span with the attributes of the Infersight contract: tokens
+(cached and reasoning included), cost, finish reasons, tool-call names, response model as model
+version, time to first chunk for streams, and the mean token probability as confidence when the
+caller asked for `logprobs`. Prompt and completion text are recorded only with
+`capture_content=True` (or INFERSIGHT_CAPTURE_CONTENT=true).
 
-Extraction is written once as pure functions (request kwargs -> attributes, response ->
-attributes, stream chunks -> accumulator); the wrappers are thin shells around them.
+The provider is named from the client: Azure OpenAI is "azure.ai.openai", and a `base_url` on a
+known host (Groq, Together, OpenRouter, DeepSeek, Fireworks, ...) or port (Ollama's 11434) names
+that server; other hosts, loopback included, stay "openai". Worked out once per client object.
+
+`chat.completions.stream(...)` and `responses.stream(...)` call `create` underneath, so they are
+traced by it: one span per call, never two.
 """
 
 from __future__ import annotations
@@ -19,46 +24,147 @@ import json
 import math
 import weakref
 from typing import Any
-
-import wrapt
+from urllib.parse import urlsplit
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, add_cost, end_with_error, now, start_span, suppressed
+from . import Instrumentor, Operation, finish_attributes, tool_call_attributes
 
 PROVIDER = "openai"
-_COMPLETIONS = "openai.resources.chat.completions"
+AZURE = "azure.ai.openai"
+_CHAT = "openai.resources.chat.completions"
+_RESPONSES = "openai.resources.responses"
+_EMBEDDINGS = "openai.resources.embeddings"
+_COMPLETIONS = "openai.resources.completions"
+
+# Host (or a parent domain of it) -> gen_ai.provider.name, semantic-convention values where
+# the convention has one.
+_HOSTS = {
+    "api.openai.com": PROVIDER,
+    "openai.azure.com": AZURE,
+    "cognitiveservices.azure.com": AZURE,
+    "services.ai.azure.com": AZURE,
+    "api.groq.com": "groq",
+    "api.deepseek.com": "deepseek",
+    "api.together.xyz": "together_ai",
+    "api.together.ai": "together_ai",
+    "openrouter.ai": "openrouter",
+    "api.fireworks.ai": "fireworks_ai",
+    "api.mistral.ai": "mistral_ai",
+    "api.x.ai": "x_ai",
+    "api.perplexity.ai": "perplexity",
+    "generativelanguage.googleapis.com": "gcp.gemini",
+    "api.cerebras.ai": "cerebras",
+    "api.deepinfra.com": "deepinfra",
+    "integrate.api.nvidia.com": "nvidia_nim",
+    "api.anthropic.com": "anthropic",
+}
+_PORTS = {11434: "ollama", 1234: "lm_studio"}
+_HOST_WORDS = ("vllm", "ollama")  # self-hosted servers named for what they run, e.g. "vllm-0"
 
 
 class OpenAIInstrumentor(Instrumentor):
     module = "openai"
 
     def patches(self):
+        chat, responses = CHAT.wrapper(), RESPONSES.wrapper()
+        achat, aresponses = CHAT.async_wrapper(), RESPONSES.async_wrapper()
         return [
-            (_COMPLETIONS, "Completions.create", _create),
-            (_COMPLETIONS, "AsyncCompletions.create", _acreate),
+            (_CHAT, "Completions.create", chat),
+            (_CHAT, "Completions.parse", chat),
+            (_CHAT, "AsyncCompletions.create", achat),
+            (_CHAT, "AsyncCompletions.parse", achat),
+            (_RESPONSES, "Responses.create", responses),
+            (_RESPONSES, "Responses.parse", responses),
+            (_RESPONSES, "AsyncResponses.create", aresponses),
+            (_RESPONSES, "AsyncResponses.parse", aresponses),
+            (_EMBEDDINGS, "Embeddings.create", EMBEDDINGS.wrapper()),
+            (_EMBEDDINGS, "AsyncEmbeddings.create", EMBEDDINGS.async_wrapper()),
+            (_COMPLETIONS, "Completions.create", COMPLETIONS.wrapper()),
+            (_COMPLETIONS, "AsyncCompletions.create", COMPLETIONS.async_wrapper()),
         ]
+
+
+# ---- provider naming -----------------------------------------------------------------------
+
+def provider_name(base_url: str, azure: bool = False) -> str:
+    """gen_ai.provider.name for a client of class Azure* (`azure`) or reaching `base_url`."""
+    if azure:
+        return AZURE
+    parts = urlsplit(str(base_url))
+    host = (parts.hostname or "").lower()
+    for known, name in _HOSTS.items():
+        if host == known or host.endswith("." + known):
+            return name
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port in _PORTS:
+        return _PORTS[port]
+    for word in _HOST_WORDS:
+        if word in host:
+            return word
+    return PROVIDER
+
+
+_providers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def client_provider(instance: Any) -> str:
+    """The provider of the client behind a resource (`client.chat.completions`), cached per
+    client."""
+    client = getattr(instance, "_client", None)
+    if client is None:
+        return PROVIDER
+    try:
+        return _providers[client]
+    except KeyError:
+        pass
+    azure = any(c.__name__ == "BaseAzureClient" for c in type(client).__mro__)
+    name = provider_name(getattr(client, "base_url", ""), azure)
+    _providers[client] = name
+    return name
 
 
 # ---- pure extraction -------------------------------------------------------------------
 
-def request_attributes(kwargs: dict[str, Any]) -> dict[str, Any]:
+def _request(operation: str, instance: Any, kwargs: dict[str, Any], content_key: str):
+    attrs: dict[str, Any] = {A.OPERATION: operation, A.PROVIDER: client_provider(instance)}
     model = kwargs.get("model")
-    attrs: dict[str, Any] = {A.OPERATION: "chat", A.PROVIDER: PROVIDER}
     if isinstance(model, str):
         attrs[A.REQUEST_MODEL] = model
-    max_tokens = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+    max_tokens = (kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+                  or kwargs.get("max_output_tokens"))
     if isinstance(max_tokens, int):
         attrs[A.REQUEST_MAX_TOKENS] = max_tokens
     temperature = kwargs.get("temperature")
     if isinstance(temperature, (int, float)):
         attrs[A.REQUEST_TEMPERATURE] = float(temperature)
-    if _state.capture_content and kwargs.get("messages") is not None:
-        attrs[A.INPUT_MESSAGES] = json.dumps(kwargs["messages"], default=str)
+    if _state.capture_content and kwargs.get(content_key) is not None:
+        attrs[A.INPUT_MESSAGES] = json.dumps(kwargs[content_key], default=str)
     return attrs
 
 
+def chat_request(instance: Any, _args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return _request("chat", instance, kwargs, "messages")
+
+
+def responses_request(instance: Any, _args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return _request("chat", instance, kwargs, "input")
+
+
+def embeddings_request(instance: Any, _args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return _request("embeddings", instance, kwargs, "input")
+
+
+def completions_request(instance: Any, _args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return _request("text_completion", instance, kwargs, "prompt")
+
+
 def usage_attributes(usage: Any) -> dict[str, int]:
+    """Chat and legacy-completion usage: prompt tokens include cached ones, completion tokens
+    include reasoning ones, as the contract counts them."""
     attrs = {
         A.INPUT_TOKENS: usage.prompt_tokens or 0,
         A.OUTPUT_TOKENS: usage.completion_tokens or 0,
@@ -93,74 +199,134 @@ class _Confidence:
             attrs[A.CONFIDENCE_METHOD] = "mean_token_prob"
 
 
-def finish_attributes(attrs: dict[str, Any], request_model: str | None) -> None:
-    """Model version and cost, once tokens and the response model are known."""
-    model = attrs.get(A.RESPONSE_MODEL) or request_model
-    if model:
-        attrs[A.MODEL_VERSION] = model
-    add_cost(attrs, model)
+def _tool_name(call: Any) -> str | None:
+    function = getattr(call, "function", None) or getattr(call, "custom", None)
+    return getattr(function, "name", None)
 
 
-def response_attributes(response: Any, request_model: str | None) -> dict[str, Any]:
-    if not hasattr(response, "choices") and hasattr(response, "parse"):
-        response = response.parse()  # with_raw_response; openai caches the parsed object
+def _parsed(result: Any) -> Any:
+    """The model object of a result; `with_raw_response` gives a LegacyAPIResponse whose parse
+    openai caches. Other raw responses are left alone: parsing would read the caller's body."""
+    if hasattr(result, "http_response"):
+        return result.parse() if type(result).__name__ == "LegacyAPIResponse" else None
+    return result
+
+
+def _envelope(response: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     if getattr(response, "model", None):
         attrs[A.RESPONSE_MODEL] = response.model
     if getattr(response, "id", None):
         attrs[A.RESPONSE_ID] = response.id
+    return attrs
+
+
+def response_attributes(result: Any, request_model: str | None) -> dict[str, Any]:
+    """A chat completion or legacy completion, in one pass over its choices."""
+    response = _parsed(result)
+    if response is None:
+        return {}
+    attrs = _envelope(response)
     confidence = _Confidence()
-    reasons = []
+    reasons, tools = [], []
     for choice in response.choices or ():
         if choice.finish_reason:
             reasons.append(choice.finish_reason)
         confidence.add(choice.logprobs)
+        message = getattr(choice, "message", None)
+        for call in getattr(message, "tool_calls", None) or ():
+            tools.append(_tool_name(call) or "")
     if reasons:
         attrs[A.FINISH_REASONS] = reasons
+    tool_call_attributes(attrs, tools)
     confidence.into(attrs)
     if response.usage is not None:
         attrs.update(usage_attributes(response.usage))
     if _state.capture_content:
         attrs[A.OUTPUT_MESSAGES] = json.dumps(
-            [c.message.model_dump(exclude_none=True) for c in response.choices], default=str)
+            [c.message.model_dump(exclude_none=True) if getattr(c, "message", None)
+             else {"role": "assistant", "content": c.text} for c in response.choices],
+            default=str)
     finish_attributes(attrs, request_model)
     return attrs
 
 
-class _StreamState:
-    """Accumulates chunks of one stream and ends its span exactly once."""
+def responses_attributes(result: Any, request_model: str | None) -> dict[str, Any]:
+    """A Responses API `Response`: its usage names tokens input/output, not prompt/completion."""
+    response = _parsed(result)
+    if response is None:
+        return {}
+    attrs = _envelope(response)
+    incomplete = getattr(response, "incomplete_details", None)
+    reason = getattr(incomplete, "reason", None) or getattr(response, "status", None)
+    if reason:
+        attrs[A.FINISH_REASONS] = [reason]
+    tool_call_attributes(attrs, [item.name for item in response.output or ()
+                                 if item.type in ("function_call", "custom_tool_call")])
+    usage = response.usage
+    if usage is not None:
+        attrs[A.INPUT_TOKENS] = usage.input_tokens or 0
+        attrs[A.OUTPUT_TOKENS] = usage.output_tokens or 0
+        cached = getattr(usage.input_tokens_details, "cached_tokens", None)
+        if cached:
+            attrs[A.CACHE_READ_TOKENS] = cached
+        reasoning = getattr(usage.output_tokens_details, "reasoning_tokens", None)
+        if reasoning:
+            attrs[A.REASONING_TOKENS] = reasoning
+    if _state.capture_content:
+        attrs[A.OUTPUT_MESSAGES] = json.dumps(
+            [item.model_dump(exclude_none=True) for item in response.output or ()], default=str)
+    finish_attributes(attrs, request_model)
+    return attrs
 
-    def __init__(self, span: Any, request_model: str | None, started: float):
-        self.span = span
+
+def embeddings_attributes(result: Any, request_model: str | None) -> dict[str, Any]:
+    response = _parsed(result)
+    if response is None:
+        return {}
+    attrs = _envelope(response)
+    if response.data and isinstance(response.data[0].embedding, list):
+        attrs[A.EMBEDDING_DIMENSIONS] = len(response.data[0].embedding)
+    if response.usage is not None:
+        attrs[A.INPUT_TOKENS] = response.usage.prompt_tokens or 0
+    finish_attributes(attrs, request_model)
+    return attrs
+
+
+class ChoicesAccumulator:
+    """Chunks of a streamed chat completion or legacy completion."""
+
+    def __init__(self, request_model: str | None):
         self.request_model = request_model
-        self.started = started
-        self.first_chunk: float | None = None
         self.response_model: str | None = None
         self.response_id: str | None = None
         self.usage: Any = None
         self.reasons: dict[int, str] = {}
+        self.tools: dict[tuple[int, int], str] = {}
         self.confidence = _Confidence()
         self.text: dict[int, list[str]] = {}
-        self.ended = False
 
     def add(self, chunk: Any) -> None:
-        try:
-            if self.first_chunk is None:
-                self.first_chunk = now()
-            if self.response_model is None and getattr(chunk, "model", None):
-                self.response_model = chunk.model
-                self.response_id = chunk.id
-            if getattr(chunk, "usage", None) is not None:
-                self.usage = chunk.usage
-            for choice in chunk.choices or ():
-                if choice.finish_reason:
-                    self.reasons[choice.index] = choice.finish_reason
-                if choice.logprobs is not None:
-                    self.confidence.add(choice.logprobs)
-                if _state.capture_content and choice.delta and choice.delta.content:
-                    self.text.setdefault(choice.index, []).append(choice.delta.content)
-        except Exception as exc:
-            _state.record_failure("openai stream chunk", exc)
+        if self.response_model is None and getattr(chunk, "model", None):
+            self.response_model = chunk.model
+            self.response_id = chunk.id
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        for choice in chunk.choices or ():
+            if choice.finish_reason:
+                self.reasons[choice.index] = choice.finish_reason
+            if choice.logprobs is not None:
+                self.confidence.add(choice.logprobs)
+            delta = getattr(choice, "delta", None)
+            if delta is not None:
+                for call in delta.tool_calls or ():
+                    name = _tool_name(call)
+                    if name:
+                        self.tools[(choice.index, call.index)] = name
+            if _state.capture_content:
+                text = delta.content if delta is not None else getattr(choice, "text", None)
+                if text:
+                    self.text.setdefault(choice.index, []).append(text)
 
     def attributes(self) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
@@ -168,166 +334,57 @@ class _StreamState:
             attrs[A.RESPONSE_MODEL] = self.response_model
         if self.response_id:
             attrs[A.RESPONSE_ID] = self.response_id
-        if self.first_chunk is not None:
-            attrs[A.TIME_TO_FIRST_CHUNK] = self.first_chunk - self.started
         if self.reasons:
             attrs[A.FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        tool_call_attributes(attrs, [self.tools[k] for k in sorted(self.tools)])
         self.confidence.into(attrs)
         if self.usage is not None:
             attrs.update(usage_attributes(self.usage))
         if _state.capture_content and self.text:
             attrs[A.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "content": "".join(self.text[i])} for i in sorted(self.text)])
+                [{"role": "assistant", "content": "".join(self.text[i])}
+                 for i in sorted(self.text)])
         finish_attributes(attrs, self.request_model)
         return attrs
 
-    def end(self, exc: BaseException | None = None) -> None:
-        if self.ended:
-            return
-        self.ended = True
-        try:
-            self.span.set_attributes(self.attributes())
-        except Exception as failure:
-            _state.record_failure("openai stream end", failure)
-        if exc is not None:
-            end_with_error(self.span, exc)
-        else:
-            self.span.end()
+
+class ResponsesAccumulator:
+    """Events of a streamed Response: the final `response.completed` (or `.incomplete`,
+    `.failed`) event carries the whole Response, usage included."""
+
+    def __init__(self, request_model: str | None):
+        self.request_model = request_model
+        self.response: Any = None
+
+    def add(self, event: Any) -> None:
+        response = getattr(event, "response", None)
+        if response is not None:
+            self.response = response
+
+    def attributes(self) -> dict[str, Any]:
+        if self.response is None:
+            return {}
+        return responses_attributes(self.response, self.request_model)
 
 
-class _Stream(wrapt.ObjectProxy):
-    """The caller's `Stream`, unchanged in behaviour; ends the span when exhausted, closed,
-    left by its context manager, or garbage-collected half-read."""
-
-    def __init__(self, stream: Any, state: _StreamState):
-        super().__init__(stream)
-        self._self_state = state
-        weakref.finalize(self, state.end)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            chunk = self.__wrapped__.__next__()
-        except StopIteration:
-            self._self_state.end()
-            raise
-        except Exception as exc:
-            self._self_state.end(exc)
-            raise
-        self._self_state.add(chunk)
-        return chunk
-
-    def __enter__(self):
-        self.__wrapped__.__enter__()
-        return self
-
-    def __exit__(self, *exc_info):
-        try:
-            return self.__wrapped__.__exit__(*exc_info)
-        finally:
-            self._self_state.end()
-
-    def close(self):
-        try:
-            return self.__wrapped__.close()
-        finally:
-            self._self_state.end()
+def _streams(accumulator: type):
+    def stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
+        return accumulator(attrs.get(A.REQUEST_MODEL)) if kwargs.get("stream") else None
+    return stream
 
 
-class _AsyncStream(wrapt.ObjectProxy):
-    """The async twin of `_Stream`."""
-
-    def __init__(self, stream: Any, state: _StreamState):
-        super().__init__(stream)
-        self._self_state = state
-        weakref.finalize(self, state.end)
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        try:
-            chunk = await self.__wrapped__.__anext__()
-        except StopAsyncIteration:
-            self._self_state.end()
-            raise
-        except Exception as exc:
-            self._self_state.end(exc)
-            raise
-        self._self_state.add(chunk)
-        return chunk
-
-    async def __aenter__(self):
-        await self.__wrapped__.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info):
-        try:
-            return await self.__wrapped__.__aexit__(*exc_info)
-        finally:
-            self._self_state.end()
-
-    async def close(self):
-        try:
-            return await self.__wrapped__.close()
-        finally:
-            self._self_state.end()
+def _attach(result: Any, state: Any, proxy: type) -> Any:
+    # A raw streamed response (`with_raw_response`, stream=True): reading it here would
+    # consume the caller's stream, so its span ends at once.
+    if hasattr(result, "__next__") or hasattr(result, "__anext__"):
+        return proxy(result, state)
+    return None
 
 
-# ---- wrappers ----------------------------------------------------------------------------
-
-def _begin(kwargs: dict[str, Any]):
-    try:
-        attrs = request_attributes(kwargs)
-        model = attrs.get(A.REQUEST_MODEL)
-        return start_span(f"chat {model}" if model else "chat", attrs), model
-    except Exception as exc:
-        _state.record_failure("openai request", exc)
-        return None, None
-
-
-def _complete(span: Any, model: str | None, result: Any, started: float, stream_cls: type):
-    """Finish the span for a returned result, or hand it to a stream proxy."""
-    try:
-        if stream_cls is not None:
-            if hasattr(result, "__next__") or hasattr(result, "__anext__"):
-                return stream_cls(result, _StreamState(span, model, started))
-            # A raw streamed response: reading it here would consume the caller's stream.
-        else:
-            span.set_attributes(response_attributes(result, model))
-    except Exception as exc:
-        _state.record_failure("openai response", exc)
-    span.end()
-    return result
-
-
-def _create(wrapped, instance, args, kwargs):
-    if suppressed():
-        return wrapped(*args, **kwargs)
-    span, model = _begin(kwargs)
-    if span is None:
-        return wrapped(*args, **kwargs)
-    started = now()
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        end_with_error(span, exc)
-        raise
-    return _complete(span, model, result, started, _Stream if kwargs.get("stream") else None)
-
-
-async def _acreate(wrapped, instance, args, kwargs):
-    if suppressed():
-        return await wrapped(*args, **kwargs)
-    span, model = _begin(kwargs)
-    if span is None:
-        return await wrapped(*args, **kwargs)
-    started = now()
-    try:
-        result = await wrapped(*args, **kwargs)
-    except BaseException as exc:
-        end_with_error(span, exc)
-        raise
-    return _complete(span, model, result, started, _AsyncStream if kwargs.get("stream") else None)
+CHAT = Operation("openai", chat_request, response_attributes,
+                 _streams(ChoicesAccumulator), _attach)
+RESPONSES = Operation("openai", responses_request, responses_attributes,
+                      _streams(ResponsesAccumulator), _attach)
+EMBEDDINGS = Operation("openai", embeddings_request, embeddings_attributes)
+COMPLETIONS = Operation("openai", completions_request, response_attributes,
+                        _streams(ChoicesAccumulator), _attach)

@@ -1,8 +1,18 @@
 """Cost in USD of a model call, from the bundled, versioned price file `prices.json`.
 
 Prices are per 1M tokens and date-effective, so a price change does not rewrite the past.
-A model that is not in the file has no cost (None), never a guess; a dated snapshot name
-such as `gpt-4o-mini-2024-07-18` or `claude-3-5-haiku-20241022` is priced as its base model.
+A model that is not in the file has no cost (None), never a guess. Names are resolved the way
+providers and gateways spell them: dated snapshots (`gpt-4o-mini-2024-07-18`,
+`claude-3-5-haiku-20241022`, `mistral-large-2411`, `-latest`), Gemini versions and paths
+(`models/gemini-2.5-flash`, `gemini-2.0-flash-001`), Bedrock ids
+(`us.anthropic.claude-sonnet-4-20250514-v1:0`, `meta.llama3-1-70b-instruct-v1:0`), router
+prefixes (`openai/gpt-4o`). An open model a host prices itself is keyed `<provider>/<model>`
+(provider as in `gen_ai.provider.name`: `groq/llama-3.3-70b-versatile`); pass `provider=` to
+pick a host's price when several hosts serve the same name.
+
+Your own prices (a negotiated rate, a fine-tune) override or add entries, same schema as the
+file's `models`: `INFERSIGHT_PRICES_FILE=path.json`, `instrument(prices=...)`, or
+`load_overrides(path_or_dict)`.
 """
 
 from __future__ import annotations
@@ -11,11 +21,23 @@ import bisect
 import datetime as _dt
 import functools
 import json
+import logging
+import os
 import re
+import threading
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
-_SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|latest)$")
+# One suffix a provider appends to a base name: a date or version, "-latest", a Gemini
+# "-001" or "-preview-05-20", a Bedrock "-v1" or ":0".
+_SUFFIX = re.compile(
+    r"(-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3}|latest|preview-\d{2}-\d{2}|v\d+)|:\d+)$")
+# Bedrock: a cross-region inference profile ("us.") and the model's vendor ("anthropic.").
+_REGION = re.compile(r"^(us|eu|apac|global|us-gov|ca|jp|au)\.")
+_VENDOR = re.compile(r"^(anthropic|amazon|meta|mistral|cohere|ai21|deepseek|openai|qwen)\.")
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
 
 @dataclass(frozen=True)
@@ -39,54 +61,160 @@ class _Price:
 
 @functools.lru_cache(maxsize=1)
 def price_table() -> dict:
-    """The parsed price file (schema, version, models)."""
+    """The parsed bundled price file (schema, version, models)."""
     with resources.files(__package__).joinpath("prices.json").open("r", encoding="utf-8") as f:
         return json.load(f)
 
 
+_overrides: dict[str, dict] = {}
+_overrides_lock = threading.Lock()
+_env_loaded = False
+
+
+def _check_entry(name: Any, entry: Any) -> None:
+    where = f"price override {name!r}"
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{where}: the model name must be a non-empty string")
+    if not isinstance(entry, dict) or not isinstance(entry.get("prices"), list) \
+            or not entry["prices"]:
+        raise ValueError(f"{where}: needs a 'prices' list, e.g. "
+                         '{"prices": [{"from": "2025-01-01", "input": 1.0, "output": 4.0}]}')
+    for price in entry["prices"]:
+        if not isinstance(price, dict) or "from" not in price or "input" not in price:
+            raise ValueError(f"{where}: each price needs 'from' (YYYY-MM-DD) and 'input' "
+                             "(USD per 1M tokens)")
+        _dt.date.fromisoformat(price["from"])
+        for key in TOKEN_TYPES:
+            value = price.get(key, 0.0)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{where}: {key} must be a non-negative number, got {value!r}")
+
+
+def load_overrides(source: str | os.PathLike | dict) -> int:
+    """Add or replace price entries from a JSON file or a dict: either a whole price file
+    (with "models") or its `models` mapping. Returns how many entries were loaded.
+    Raises ValueError saying which entry is malformed; nothing is loaded then."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            data = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read price overrides from {source}: {exc}") from None
+    else:
+        data = source
+    if not isinstance(data, dict):
+        raise ValueError("price overrides must be a mapping of model name -> entry")
+    models = data.get("models", data) if isinstance(data.get("models"), dict) else data
+    for name, entry in models.items():
+        _check_entry(name, entry)
+    _load_env_overrides()  # the environment's file first, so what the code passes wins
+    with _overrides_lock:
+        _overrides.update({name.strip().lower(): entry for name, entry in models.items()})
+    _clear_caches()
+    return len(models)
+
+
+def clear_overrides() -> None:
+    """Back to the bundled prices only."""
+    global _env_loaded
+    with _overrides_lock:
+        _overrides.clear()
+        _env_loaded = True  # an explicit reset also drops INFERSIGHT_PRICES_FILE
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    _models.cache_clear()
+    _index.cache_clear()
+    resolve_model.cache_clear()
+
+
+def _load_env_overrides() -> None:
+    global _env_loaded
+    if _env_loaded:
+        return
+    _env_loaded = True
+    path = os.environ.get("INFERSIGHT_PRICES_FILE", "").strip()
+    if path:
+        try:
+            load_overrides(path)
+        except ValueError as exc:  # never fail a call over it: the bundled prices still apply
+            logging.getLogger("infersight").warning(
+                "infersight: INFERSIGHT_PRICES_FILE not loaded: %s", exc)
+
+
 @functools.lru_cache(maxsize=1)
-def _models() -> dict[str, list[_Price]]:
+def _models() -> dict[str, tuple[tuple[str, ...], tuple[_Price, ...]]]:
+    """Model -> (sorted start dates, prices), bundled entries then overrides."""
+    _load_env_overrides()
+    entries = {**price_table()["models"], **_overrides}
     out = {}
-    for name, entry in price_table()["models"].items():
-        prices = []
-        for p in sorted(entry["prices"], key=lambda p: p["from"]):
-            prices.append(_Price(
-                start=p["from"], input=p["input"], output=p.get("output", 0.0),
-                cache_read=p.get("cache_read", p["input"]),
-                cache_write=p.get("cache_write", p["input"]),
-            ))
-        out[name] = prices
+    for name, entry in entries.items():
+        prices = tuple(
+            _Price(start=p["from"], input=p["input"], output=p.get("output", 0.0),
+                   cache_read=p.get("cache_read", p["input"]),
+                   cache_write=p.get("cache_write", p["input"]))
+            for p in sorted(entry["prices"], key=lambda p: p["from"]))
+        out[name] = (tuple(p.start for p in prices), prices)
     return out
 
 
-@functools.lru_cache(maxsize=4096)
-def resolve_model(model: str) -> str | None:
-    """The price-file name for a served or requested model name, or None when unknown."""
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, str]:
+    """Every name a model is known by -> its key: the key itself and, for a host-priced
+    `<provider>/<model>` key, the bare model name when only one host prices it."""
     models = _models()
-    name = model.strip().lower()
-    if "/" in name:  # "openai/gpt-4o" as routers and gateways name it
-        name = name.rsplit("/", 1)[1]
+    index = {name: name for name in models}
+    hosted: dict[str, list[str]] = {}
+    for name in models:
+        _, sep, rest = name.partition("/")
+        if sep:
+            hosted.setdefault(rest, []).append(name)
+    for alias, keys in hosted.items():
+        if alias not in index and len(keys) == 1:
+            index[alias] = keys[0]
+    return index
+
+
+def _variants(name: str):
+    """`name` and what it becomes as provider suffixes are stripped one by one."""
     while name:
-        if name in models:
-            return name
-        stripped = _SNAPSHOT_SUFFIX.sub("", name)
+        yield name
+        stripped = _SUFFIX.sub("", name)
         if stripped == name:
-            return None
+            return
         name = stripped
+
+
+@functools.lru_cache(maxsize=8192)
+def resolve_model(model: str, provider: str | None = None) -> str | None:
+    """The price-file key for a served or requested model name, or None when unknown."""
+    index = _index()
+    name = _REGION.sub("", model.strip().lower())
+    bases = [name, _VENDOR.sub("", name)]
+    if "/" in name:  # "models/gemini-2.5-flash", "openai/gpt-4o" as routers name them
+        bases.append(name.rsplit("/", 1)[1])
+    prefix = f"{provider.lower()}/" if provider else None
+    for base in dict.fromkeys(bases):
+        for candidate in _variants(base):
+            if prefix and prefix + candidate in index:
+                return index[prefix + candidate]
+            if candidate in index:
+                return index[candidate]
     return None
 
 
-def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None) -> float | None:
-    """USD cost of `usage` on `model` at date `at` (today by default); None if unpriced."""
+def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
+             provider: str | None = None) -> float | None:
+    """USD cost of `usage` on `model` at date `at` (today by default); None if unpriced.
+    `provider` (a gen_ai.provider.name) prefers that host's own price for the model."""
     if not model:
         return None
-    key = resolve_model(model)
+    key = resolve_model(model, provider)
     if key is None:
         return None
-    prices = _models()[key]
+    starts, prices = _models()[key]
     day = (at or _dt.date.today()).isoformat()
-    i = bisect.bisect_right([p.start for p in prices], day) - 1
-    price = prices[max(i, 0)]
+    price = prices[max(bisect.bisect_right(starts, day) - 1, 0)]
     uncached = max(usage.input - usage.cache_read - usage.cache_write, 0)
     total = (uncached * price.input + usage.cache_read * price.cache_read
              + usage.cache_write * price.cache_write + usage.output * price.output)
