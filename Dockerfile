@@ -6,6 +6,6 @@ COPY sdk sdk
 COPY collector collector
 COPY dashboard dashboard
 RUN pip install --no-cache-dir '.[server]'
-EXPOSE 4317 8050
+EXPOSE 4317 4318 8050 8888
 ENTRYPOINT ["infersight"]
 CMD ["serve", "--data-dir", "/data"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench proto clean
+.PHONY: serve test test-litellm bench proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,28 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# LiteLLM in a virtualenv of its own: the litellm releases that install pin openai<3, and the
+# main environment tests openai 3.x. Runs tests/sdk/test_litellm.py, skipped by `make test`.
+LITELLM_VENV := $(VENV)/litellm
+$(LITELLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(LITELLM_VENV)/bin/pip install --quiet -e '.[litellm]' pytest pandas pyarrow
+	touch $@
+
+test-litellm: $(LITELLM_VENV)/.installed
+	$(LITELLM_VENV)/bin/python -m pytest -q tests/sdk/test_litellm.py $(PYTEST_ARGS)
+
+# Full settings by default (about 10 minutes on 2 cores); BENCH_QUICK=1 checks the harness in
+# a few minutes; BENCH_ARGS passes more flags (e.g. BENCH_ARGS="--only ingest --no-doc").
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
+
+# Stubs for proto/infersight/v1/*.proto, generated into the SDK (package infersight.v1) so the
+# SDK and the collector import the same code; generated files are never edited by hand.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=sdk --pyi_out=sdk \
+		--grpc_python_out=sdk proto/infersight/v1/*.proto
 
 clean:
 	rm -rf $(VENV) .infersight

@@ -1,4 +1,4 @@
-"""The `infersight` command: serve, collector, dashboard, demo, migrate.
+"""The `infersight` command: serve, collector, dashboard, demo, loadgen, migrate.
 
 `serve` runs the collector and the dashboard in one process on the embedded store (chDB allows
 one process per data directory). `collector` and `dashboard` run apart against a ClickHouse
@@ -25,7 +25,7 @@ def _open_store(args: argparse.Namespace):
     from .store import open_store
 
     return open_store(url=args.clickhouse_url or None, data_dir=args.data_dir,
-                      ttl_days=args.ttl_days)
+                      ttl_days=args.ttl_days, cluster=args.cluster or None)
 
 
 def _wait_for_signal() -> None:
@@ -37,13 +37,18 @@ def _wait_for_signal() -> None:
 
 
 def _start_collector(store, args: argparse.Namespace):
-    from .otlp_grpc import create_server
+    from .decode import Limits
+    from .receivers import Receivers, ReceiverSettings
     from .pipeline import Pipeline
+    from .spool import Spool
 
-    pipeline = Pipeline(store).start()
-    server, port = create_server(pipeline, args.host, args.grpc_port)
-    server.start()
-    log.info("OTLP/gRPC listening on %s:%d", args.host, port)
+    spool = Spool(args.spool_dir or os.path.join(args.data_dir, "spool"), args.spool_max_bytes)
+    pipeline = Pipeline(store, spool=spool).start()
+    server = Receivers(pipeline, store, ReceiverSettings(
+        host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        metrics_port=args.metrics_port, max_message_bytes=args.max_message_bytes,
+        api_keys_file=args.api_keys_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        limits=Limits(max_value_chars=args.max_attribute_chars)))
     return pipeline, server
 
 
@@ -103,7 +108,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from . import loadgen
+
+    if args.generate:
+        end = datetime.now(timezone.utc)
+        store = _open_store(args)
+        print(f"generating {args.generate:,} spans over the last {args.days:g} days")
+        seconds = loadgen.fill_store(store, args.generate, end - timedelta(days=args.days), end,
+                                     seed=args.seed)
+        store.close()
+        print(f"done: inserted in {seconds:.1f} s ({args.generate / seconds:,.0f} spans/s)")
+        return 0
+    endpoint = args.endpoint or ("http://localhost:4318/v1/traces" if args.protocol == "http"
+                                 else "localhost:4317")
+    print(f"sending {args.protocol} load to {endpoint} from {args.processes} processes for "
+          f"{args.duration:g} s" + (f" at {args.rate:,.0f} spans/s" if args.rate else ""))
+    r = loadgen.send_load(endpoint, protocol=args.protocol, duration_s=args.duration,
+                          processes=args.processes, spans_per_request=args.spans_per_request,
+                          spans_per_s=args.rate, max_spans=args.max_spans, seed=args.seed)
+    print(f"acknowledged {r.acked_spans:,} of {r.sent_spans:,} spans in {r.seconds:.1f} s: "
+          f"{r.acked_per_s:,.0f} spans/s; {r.rejected_spans} rejected, {r.refused_requests} "
+          f"requests refused (retry later), {r.failed_requests} failed")
+    return 0 if r.acked_spans == r.sent_spans else 1
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.print_ddl:
+        from .store.schema import Target, all_statements
+
+        target = Target(ttl_days=args.ttl_days, cluster=args.cluster or None)
+        print(";\n\n".join(all_statements(target)) + ";")
+        return 0
     store = _open_store(args)
     store.close()
     print("schema is up to date")
@@ -120,23 +158,58 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--clickhouse-url", default=os.environ.get("CLICKHOUSE_URL", ""),
                        help="use a ClickHouse server instead of the embedded store")
         p.add_argument("--ttl-days", type=int, default=_env_int("INFERSIGHT_TTL_DAYS", 30),
-                       help="days spans are kept (set when the table is created)")
+                       help="days spans, rollups and feedback are kept (applied on start)")
+        p.add_argument("--cluster", default=os.environ.get("INFERSIGHT_CLUSTER", ""),
+                       help="ClickHouse cluster name: ON CLUSTER, Replicated and Distributed "
+                            "tables (server only)")
+
+    def receiver_flags(p: argparse.ArgumentParser) -> None:
+        env = os.environ.get
+        p.add_argument("--http-port", type=int, default=_env_int("INFERSIGHT_HTTP_PORT", 4318),
+                       help="OTLP/HTTP port (default 4318)")
+        p.add_argument("--metrics-port", type=int,
+                       default=_env_int("INFERSIGHT_METRICS_PORT", 8888),
+                       help="/healthz, /readyz and Prometheus /metrics (default 8888)")
+        p.add_argument("--api-keys-file", default=env("INFERSIGHT_API_KEYS_FILE", ""),
+                       help="`key = project` lines; clients must send `Authorization: Bearer "
+                            "<key>` and spans are stamped with its project (default: no keys)")
+        p.add_argument("--tls-cert", default=env("INFERSIGHT_TLS_CERT", ""),
+                       help="PEM certificate: both OTLP listeners speak TLS only")
+        p.add_argument("--tls-key", default=env("INFERSIGHT_TLS_KEY", ""),
+                       help="PEM private key for --tls-cert")
+        p.add_argument("--max-message-bytes", type=int,
+                       default=_env_int("INFERSIGHT_MAX_MESSAGE_BYTES", 16 << 20),
+                       help="largest OTLP request, gRPC message or HTTP body after gunzip "
+                            "(default 16 MiB)")
+        p.add_argument("--max-attribute-chars", type=int,
+                       default=_env_int("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
+                       help="longer attribute values are cut and marked (default 65536)")
 
     def listen_flags(p: argparse.ArgumentParser, grpc: bool, dashboard: bool) -> None:
         p.add_argument("--host", default=os.environ.get("INFERSIGHT_HOST", "0.0.0.0"))
         if grpc:
             p.add_argument("--grpc-port", type=int, default=_env_int("INFERSIGHT_GRPC_PORT", 4317))
+            receiver_flags(p)
         if dashboard:
             p.add_argument("--dashboard-port", type=int,
                            default=_env_int("INFERSIGHT_DASHBOARD_PORT", 8050))
 
+    def spool_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--spool-dir", default=os.environ.get("INFERSIGHT_SPOOL_DIR", ""),
+                       help="where batches wait while the store is down (default DATA_DIR/spool)")
+        p.add_argument("--spool-max-bytes", type=int,
+                       default=_env_int("INFERSIGHT_SPOOL_MAX_BYTES", 1 << 30),
+                       help="spool size past which clients are told to retry (default 1 GiB)")
+
     p = sub.add_parser("serve", help="collector + dashboard on the embedded store")
     store_flags(p)
+    spool_flags(p)
     listen_flags(p, grpc=True, dashboard=True)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("collector", help="the OTLP collector alone")
     store_flags(p)
+    spool_flags(p)
     listen_flags(p, grpc=True, dashboard=False)
     p.set_defaults(func=cmd_collector)
 
@@ -152,8 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=10.0, help="calls per second (default 10)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("loadgen", help="load-test a collector, or fill a store with synthetic "
+                                       "spans (--generate N)")
+    store_flags(p)
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="insert N synthetic spans into the store (--data-dir or "
+                        "--clickhouse-url) instead of sending load")
+    p.add_argument("--days", type=float, default=7.0, help="--generate: spread over this many "
+                                                           "days up to now (default 7)")
+    p.add_argument("--endpoint", default="", help="collector to load (default localhost:4317, "
+                                                  "or http://localhost:4318/v1/traces for http)")
+    p.add_argument("--protocol", choices=("grpc", "http", "otel"), default="grpc",
+                   help="raw gRPC, OTLP/HTTP, or the OTel SDK's gRPC exporter (default grpc)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--processes", type=int, default=2, help="sending processes (default 2)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="total spans per second (default 0: as fast as acknowledged)")
+    p.add_argument("--max-spans", type=int, default=0, help="stop after this many spans")
+    p.add_argument("--spans-per-request", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_loadgen)
+
     p = sub.add_parser("migrate", help="create or upgrade the schema")
     store_flags(p)
+    p.add_argument("--print-ddl", action="store_true",
+                   help="print the schema for --cluster / --ttl-days instead of applying it")
     p.set_defaults(func=cmd_migrate)
     return parser
 
@@ -161,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("INFERSIGHT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("INFERSIGHT_LOG_FORMAT", "text") == "json":  # structured, one per line
+        from .ops import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("httpx", "httpx2", "waitress.queue"):  # one line per demo call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infersight_collector.store import migrate, schema
+from infersight_collector.store import insert_spans, migrate, retention_days, schema
 
 
 def test_migrations_are_recorded_and_applied_once(store):
@@ -32,3 +32,50 @@ def test_otel_traces_keeps_the_otel_exporter_columns_and_adds_typed_ai_columns(s
         assert types[name] == typ, name
     for name, typ, _ in schema.AI_COLUMNS:
         assert types[name] == typ, name
+
+
+class _OtherDatabase:
+    """The shared store pointed at another database (chDB allows one store per process)."""
+
+    def __init__(self, store, database: str):
+        self._store, self.database = store, database
+        self.command, self.query = store.command, store.query
+
+
+def test_a_database_made_by_migration_1_upgrades_and_keeps_its_rows(store, span_batch):
+    old = _OtherDatabase(store, "infersight_upgrade")
+    store.command(f"DROP DATABASE IF EXISTS {old.database}")
+    target = schema.Target(old.database)
+    for stmt in schema.bootstrap_statements(target) + schema.MIGRATIONS[0].statements(target):
+        store.command(stmt)
+    store.command(f"INSERT INTO {old.database}.{schema.MIGRATIONS_TABLE} (Version, Name) "
+                  "VALUES (1, 'otel_traces with typed AI columns')")
+    store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}", span_batch(3))
+    try:
+        assert migrate(old) == [m.version for m in schema.MIGRATIONS[1:]]
+        counts = store.query(f"SELECT (SELECT count() FROM {old.database}.otel_traces) AS spans,"
+                             f" (SELECT count() FROM {old.database}.feedback) AS feedback")
+        assert (counts.spans[0], counts.feedback[0]) == (3, 0)
+    finally:
+        store.command(f"DROP DATABASE {old.database}")
+
+
+def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch):
+    batch, other = span_batch(5), span_batch(2)
+    insert_spans(store, batch, "request-a")
+    insert_spans(store, batch, "request-a")
+    insert_spans(store, other, "request-b")
+    insert_spans(store, other)  # no token: no deduplication
+    assert store.query(f"SELECT count() AS n FROM {store.database}.otel_traces").n[0] == 5 + 2 + 2
+    # the rollup is fed once per stored insert, not per attempt
+    assert store.query(f"SELECT sum(Spans) AS n FROM {store.database}.otel_traces_1m").n[0] == 9
+
+
+def test_retention_is_a_setting_that_follows_the_configured_days(store):
+    try:
+        migrate(store, ttl_days=7)
+        assert {t: retention_days(store, t) for t in schema.TTL_COLUMNS} == dict.fromkeys(
+            schema.TTL_COLUMNS, 7)
+    finally:
+        migrate(store)
+    assert retention_days(store, schema.SPANS_TABLE) == 30

@@ -32,7 +32,8 @@ def start_serve(data_dir, grpc_port: int, dashboard_port: int) -> subprocess.Pop
     proc = subprocess.Popen(
         [sys.executable, "-m", "infersight_collector.cli", "serve", "--host", "127.0.0.1",
          "--data-dir", str(data_dir), "--grpc-port", str(grpc_port),
-         "--dashboard-port", str(dashboard_port)],
+         "--dashboard-port", str(dashboard_port), "--http-port", str(free_port()),
+         "--metrics-port", str(free_port())],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

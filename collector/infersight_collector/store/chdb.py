@@ -35,12 +35,15 @@ class ChdbStore:
         with self._lock:
             return self._session.query(sql, "DataFrame", params=parameters or None)
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)
+        sql = f"INSERT INTO {table} ({cols}) SELECT * FROM Python(arrow_batch)"
+        if dedup_token:
+            sql += " SETTINGS insert_deduplicate = 1, insert_deduplication_token = {token:String}"
         with self._lock:
             # chDB resolves Python(name) against the caller's local variables.
             arrow_batch = data  # noqa: F841
-            self._session.query(f"INSERT INTO {table} ({cols}) SELECT * FROM Python(arrow_batch)")
+            self._session.query(sql, params={"token": dedup_token} if dedup_token else None)
 
     def close(self) -> None:
         with self._lock:

@@ -10,9 +10,12 @@ import pyarrow as pa
 
 
 class ClickHouseStore:
-    def __init__(self, url: str, database: str):
+    def __init__(self, url: str, database: str, distributed: bool = False):
         self.database = database
         self._client = clickhouse_connect.get_client(dsn=url, database="default")
+        # Through a Distributed table, a deduplication token reaches the shards only when the
+        # insert is forwarded synchronously.
+        self._insert_settings = {"distributed_foreground_insert": 1} if distributed else {}
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         self._client.command(sql, parameters=parameters)
@@ -20,8 +23,11 @@ class ClickHouseStore:
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
         return self._client.query_df(sql, parameters=parameters)
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
-        self._client.insert_arrow(table, data)
+    def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
+        settings = dict(self._insert_settings)
+        if dedup_token:
+            settings.update(insert_deduplicate=1, insert_deduplication_token=dedup_token)
+        self._client.insert_arrow(table, data, settings=settings or None)
 
     def close(self) -> None:
         self._client.close()

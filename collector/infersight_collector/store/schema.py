@@ -1,21 +1,89 @@
-"""The ClickHouse schema, as numbered migrations shared by both backends.
+"""The ClickHouse schema, as numbered migrations shared by both backends and by cluster mode.
 
 `otel_traces` keeps the column names and types of the OpenTelemetry Collector ClickHouse
 exporter, so that exporter can write into the same table. The typed AI columns are DEFAULT
 expressions over `SpanAttributes`: rows from the OTel exporter (which omits them) get them
 computed by ClickHouse, while our collector, after normalising foreign conventions into the
 canonical attribute names, also omits them and gets the same computation.
+
+Every statement is rendered for a `Target`: one node (the default), or a cluster, where the
+same tables get `ON CLUSTER`, Replicated engines and a `<name>_local` table per shard behind a
+Distributed table of the original name, sharded by trace id. Queries and inserts use the
+original names in both modes.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from infersight import attributes as A
 
 DATABASE = "infersight"
 SPANS_TABLE = "otel_traces"
+ROLLUP_TABLE = "otel_traces_1m"
+ROLLUP_VIEW = "otel_traces_1m_mv"
+FEEDBACK_TABLE = "feedback"
 MIGRATIONS_TABLE = "schema_migrations"
+# Tables with rows (not views); tests empty these between cases.
+DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE)
+
+# Inserts recently seen per table, by deduplication token: a retried or replayed insert within
+# this many blocks is dropped by ClickHouse. Replicated tables keep their own window
+# (`replicated_deduplication_window`).
+DEDUP_WINDOW_BLOCKS = 10_000
+# Latency and confidence quantile states keep a t-digest; any level can be read back, e.g.
+# `quantilesTDigestMerge(0.5, 0.95)(LatencyState)`.
+_QUANTILE = "quantileTDigest"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the DDL goes: a database, the retention, and a cluster name in cluster mode."""
+
+    database: str = DATABASE
+    ttl_days: int = 30
+    cluster: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in (self.database, self.cluster or "x"):
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"{name!r} is not a plain identifier (letters, digits, _)")
+        if int(self.ttl_days) < 1:
+            raise ValueError(f"ttl_days must be at least 1, got {self.ttl_days}")
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {self.cluster}" if self.cluster else ""
+
+    def local(self, table: str) -> str:
+        """The table that holds the rows: `<table>_local` on each shard in cluster mode."""
+        return f"{self.database}.{table}_local" if self.cluster else f"{self.database}.{table}"
+
+    def engine(self, kind: str = "MergeTree") -> str:
+        # Without arguments, Replicated engines use the server's default_replica_path/name.
+        return f"Replicated{kind}" if self.cluster else kind
+
+
+def create_table(t: Target, table: str, body: str, engine: str, tail: str,
+                 shard_key: str | None) -> list[str]:
+    """CREATE TABLE for one node, or the local table plus a Distributed one in cluster mode."""
+    statements = [f"CREATE TABLE IF NOT EXISTS {t.local(table)}{t.on_cluster} (\n{body}\n) "
+                  f"ENGINE = {t.engine(engine)}\n{tail}"]
+    if t.cluster:
+        key = f", {shard_key}" if shard_key else ""
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {t.database}.{table}{t.on_cluster} "
+            f"AS {t.local(table)} "
+            f"ENGINE = Distributed({t.cluster}, {t.database}, {table}_local{key})")
+    return statements
+
+
+def _ttl(column: str, t: Target) -> str:
+    return f"TTL {column} + toIntervalDay({int(t.ttl_days)})"
 
 
 def _attr(name: str) -> str:
@@ -49,9 +117,7 @@ _AI_COLUMN_DDL = ",\n".join(
     f"    {name} {typ} DEFAULT {expr} CODEC(ZSTD(1))" for name, typ, expr in AI_COLUMNS
 )
 
-_SPANS_DDL = f"""
-CREATE TABLE IF NOT EXISTS {{db}}.{SPANS_TABLE} (
-    Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
+_SPANS_BODY = f"""    Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
     SpanId String CODEC(ZSTD(1)),
     ParentSpanId String CODEC(ZSTD(1)),
@@ -79,25 +145,116 @@ CREATE TABLE IF NOT EXISTS {{db}}.{SPANS_TABLE} (
     ) CODEC(ZSTD(1)),
 {_AI_COLUMN_DDL},
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_duration Duration TYPE minmax GRANULARITY 1
-) ENGINE = MergeTree
-PARTITION BY toDate(Timestamp)
-ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))
-TTL toDateTime(Timestamp) + toIntervalDay({{ttl_days}})
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
-"""
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1"""
+
+# (column, expression over otel_traces): the rollup's key, in ORDER BY order after Minute.
+ROLLUP_KEY: tuple[tuple[str, str], ...] = (
+    ("ServiceName", "ServiceName"),
+    ("ProjectId", "ProjectId"),
+    ("Feature", "Feature"),
+    ("Operation", "Operation"),
+    ("Provider", "Provider"),
+    ("Model", "if(ResponseModel != '', ResponseModel, RequestModel)"),
+    ("ModelVersion", "ModelVersion"),
+)
+# (column, type, state expression): what each minute of each key adds up.
+ROLLUP_VALUES: tuple[tuple[str, str, str], ...] = (
+    ("Spans", "SimpleAggregateFunction(sum, UInt64)", "toUInt64(count())"),
+    ("Errors", "SimpleAggregateFunction(sum, UInt64)", "toUInt64(countIf(StatusCode = 'Error'))"),
+    ("InputTokens", "SimpleAggregateFunction(sum, UInt64)", "sum(InputTokens)"),
+    ("OutputTokens", "SimpleAggregateFunction(sum, UInt64)", "sum(OutputTokens)"),
+    ("CostUsd", "SimpleAggregateFunction(sum, Float64)", "sum(CostUsd)"),
+    ("LatencyState", f"AggregateFunction({_QUANTILE}, UInt64)", f"{_QUANTILE}State(Duration)"),
+    ("ConfidenceState", f"AggregateFunction({_QUANTILE}, Float64)",
+     f"{_QUANTILE}StateIf(assumeNotNull(Confidence), isNotNull(Confidence))"),
+)
+
+
+def _spans(t: Target) -> list[str]:
+    return create_table(
+        t, SPANS_TABLE, _SPANS_BODY, "MergeTree",
+        "PARTITION BY toDate(Timestamp)\n"
+        "ORDER BY (ServiceName, SpanName, toDateTime(Timestamp))\n"
+        f"{_ttl('toDateTime(Timestamp)', t)}\n"
+        "SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1",
+        shard_key="cityHash64(TraceId)")
+
+
+def _dedup_window(t: Target) -> list[str]:
+    if t.cluster:
+        return []
+    return [f"ALTER TABLE {t.local(SPANS_TABLE)} MODIFY SETTING "
+            f"non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}"]
+
+
+def _dedup_setting(t: Target) -> str:
+    return "" if t.cluster else (
+        f"\nSETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW_BLOCKS}")
+
+
+def _rollup(t: Target) -> list[str]:
+    key = ",\n".join(f"    {name} LowCardinality(String)" for name, _ in ROLLUP_KEY)
+    values = ",\n".join(f"    {name} {typ}" for name, typ, _ in ROLLUP_VALUES)
+    order = ", ".join(name for name, _ in ROLLUP_KEY)
+    # The rollup dedups too, so a replayed spans insert is not counted twice in it.
+    settings = _dedup_setting(t)
+    table = create_table(
+        t, ROLLUP_TABLE, f"    Minute DateTime,\n{key},\n{values}", "AggregatingMergeTree",
+        f"PARTITION BY toYYYYMM(Minute)\nORDER BY ({order}, Minute)\n"
+        f"{_ttl('Minute', t)}{settings}",
+        shard_key=None)
+    select = ",\n    ".join(
+        ["toStartOfMinute(Timestamp) AS Minute"]
+        + [f"{expr} AS {name}" for name, expr in ROLLUP_KEY]
+        + [f"{expr} AS {name}" for name, _, expr in ROLLUP_VALUES])
+    view = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(ROLLUP_VIEW)}{t.on_cluster} "
+            f"TO {t.local(ROLLUP_TABLE)} AS\nSELECT\n    {select}\n"
+            f"FROM {t.local(SPANS_TABLE)}\nGROUP BY Minute, {order}")
+    return [*table, view]
+
+
+_FEEDBACK_BODY = """    Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
+    FeedbackId String CODEC(ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ProjectId LowCardinality(String) CODEC(ZSTD(1)),
+    Score Nullable(Float64) CODEC(ZSTD(1)),
+    Label LowCardinality(String) CODEC(ZSTD(1)),
+    Comment String CODEC(ZSTD(1)),
+    Correction String CODEC(ZSTD(1)),
+    Source LowCardinality(String) CODEC(ZSTD(1)),
+    Attributes Map(LowCardinality(String), String) CODEC(ZSTD(1))"""
+
+
+def _feedback(t: Target) -> list[str]:
+    settings = _dedup_setting(t)
+    return create_table(
+        t, FEEDBACK_TABLE, _FEEDBACK_BODY, "MergeTree",
+        "PARTITION BY toDate(Timestamp)\nORDER BY (TraceId, SpanId, Timestamp)\n"
+        f"{_ttl('toDateTime(Timestamp)', t)}{settings}",
+        shard_key="cityHash64(TraceId)")
 
 
 @dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    statements: tuple[str, ...]
+    statements: Callable[[Target], list[str]]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "otel_traces with typed AI columns", (_SPANS_DDL,)),
+    Migration(1, "otel_traces with typed AI columns", _spans),
+    Migration(2, "deduplication window for idempotent span inserts", _dedup_window),
+    Migration(3, "per-minute rollup fed by a materialized view", _rollup),
+    Migration(4, "feedback table", _feedback),
 )
+
+# Tables with a retention TTL, and the column it is counted from.
+TTL_COLUMNS: dict[str, str] = {
+    SPANS_TABLE: "toDateTime(Timestamp)",
+    ROLLUP_TABLE: "Minute",
+    FEEDBACK_TABLE: "toDateTime(Timestamp)",
+}
 
 # Columns our collector writes; everything else in otel_traces is a DEFAULT.
 BASE_COLUMNS: tuple[str, ...] = (
@@ -109,14 +266,22 @@ BASE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def bootstrap_statements(db: str = DATABASE) -> list[str]:
+def bootstrap_statements(t: Target) -> list[str]:
     return [
-        f"CREATE DATABASE IF NOT EXISTS {db}",
-        f"CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} "
+        f"CREATE DATABASE IF NOT EXISTS {t.database}{t.on_cluster}",
+        f"CREATE TABLE IF NOT EXISTS {t.database}.{MIGRATIONS_TABLE}{t.on_cluster} "
         "(Version UInt32, Name String, AppliedAt DateTime DEFAULT now()) "
-        "ENGINE = MergeTree ORDER BY Version",
+        f"ENGINE = {t.engine('MergeTree')} ORDER BY Version",
     ]
 
 
-def render(statement: str, db: str = DATABASE, ttl_days: int = 30) -> str:
-    return statement.replace("{db}", db).replace("{ttl_days}", str(int(ttl_days)))
+def retention_statement(t: Target, table: str) -> str:
+    """ALTER that sets `table`'s TTL to the target's retention without rewriting existing
+    parts now; background TTL merges drop the expired ones."""
+    return (f"ALTER TABLE {t.local(table)}{t.on_cluster} "
+            f"MODIFY {_ttl(TTL_COLUMNS[table], t)} SETTINGS materialize_ttl_after_modify = 0")
+
+
+def all_statements(t: Target) -> list[str]:
+    """The whole schema for `t`, in order (`infersight migrate --print-ddl`)."""
+    return bootstrap_statements(t) + [s for m in MIGRATIONS for s in m.statements(t)]

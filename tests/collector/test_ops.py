@@ -1,0 +1,68 @@
+"""The listeners started together, /healthz, /readyz, /metrics, and JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from test_otlp_http import json_request
+
+from infersight_collector.ops import JsonFormatter
+from infersight_collector.pipeline import Pipeline
+from infersight_collector.receivers import Receivers, ReceiverSettings
+
+
+def samples(base: str) -> dict[tuple, float]:
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_health_readiness_and_metrics_follow_the_traffic(store, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("sk-1 = shop\n")
+    pipeline = Pipeline(store).start()
+    receivers = Receivers(pipeline, store, ReceiverSettings(
+        host="127.0.0.1", grpc_port=0, http_port=0, metrics_port=0, api_keys_file=str(keys)))
+    base = f"http://127.0.0.1:{receivers.ops.server_address[1]}"
+    url = f"http://127.0.0.1:{receivers.http.server_address[1]}/v1/traces"
+    try:
+        assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+        auth = {"Authorization": "Bearer sk-1"}
+        body = json_request()
+        spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        spans.append(dict(spans[0], spanId="00", name="bad id"))
+        assert requests.post(url, json=body, headers=auth, timeout=10).status_code == 200
+        assert requests.post(url, json=body, timeout=10).status_code == 401
+        assert requests.post(url, data=b"{", headers={**auth, "Content-Type": "application/json"},
+                             timeout=10).status_code == 400
+        got = samples(base)
+        assert got[("infersight_received_spans_total", (("transport", "http"),))] == 2
+        assert got[("infersight_accepted_spans_total", (("transport", "http"),))] == 1
+        assert got[("infersight_rejected_spans_total", (("reason", "invalid_id"),))] == 1
+        for reason in ("unauthenticated", "malformed"):
+            key = ("infersight_rejected_requests_total", (("reason", reason), ("transport", "http")))
+            assert got[key] == 1
+        assert got[("infersight_write_latency_seconds_count", ())] == 1
+        assert got[("infersight_queue_spans", ())] == 0
+        assert got[("infersight_store_errors_total", ())] == 0
+        receivers.ready.clear()  # as on shutdown
+        reply = requests.get(f"{base}/readyz", timeout=10)
+        assert reply.status_code == 503 and "shutting down" in reply.text
+    finally:
+        receivers.stop(grace=5).wait()
+        pipeline.stop()
+    assert list(store.query(f"SELECT ProjectId FROM {store.database}.otel_traces").ProjectId) \
+        == ["shop"]
+
+
+def test_json_logs_carry_extra_fields():
+    record = logging.LogRecord("infersight.x", logging.WARNING, __file__, 1, "wrote %d spans",
+                               (3,), None)
+    record.batch = 7
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "wrote 3 spans" and entry["level"] == "WARNING"
+    assert entry["logger"] == "infersight.x" and entry["batch"] == 7
