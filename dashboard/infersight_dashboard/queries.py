@@ -1,19 +1,29 @@
 """Every SQL query the dashboard pages run, one function each, returning a DataFrame.
 
-Values travel as ClickHouse server-side parameters (`{name:Type}`), never as SQL text; only our
-own table name is formatted in. Every query is bounded by `[start, end)` (datetimes; naive ones
-are taken as UTC) and counts AI spans only (`Operation != ''`), so the plain HTTP or database
-spans of a service never show up as calls. The same SQL runs on chDB and a ClickHouse server.
+Each is a plain function `f(store, start, end, ..., filters=None) -> DataFrame`, so benchmarks
+time exactly what the pages run. Values travel as ClickHouse server-side parameters
+(`{name:Type}`), never as SQL text: the SQL of a query is the same string whatever the filter
+values (an unset filter is `''` and its clause reads `({f:String} = '' OR col = {f:String})`);
+only our own table name and fixed expressions are formatted in. Every query is bounded by
+`[start, end)` (datetimes; naive ones are taken as UTC) and, except a trace's own spans, counts
+AI spans only (`Operation != ''`), so the plain HTTP or database spans of a service never show
+up as calls. The same SQL runs on chDB and a ClickHouse server.
+
+Quantiles are exact (`quantileExact`: the value at 0-based rank floor(q * n)): per-version and
+per-bucket call counts are small enough that an approximate quantile would visibly wander.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import pandas as pd
 
+from infersight import attributes as A
 from infersight_collector.store import Store
 from infersight_collector.store.schema import SPANS_TABLE
+from infersight_dashboard.filters import Filters
 
 # Bucket widths a time axis reads well in: each divides the next larger unit evenly.
 _BUCKET_STEPS = (
@@ -21,13 +31,38 @@ _BUCKET_STEPS = (
 )
 _MAX_POINTS = 120
 
-# Shared SQL fragments: the window and the "AI spans only" rule every query applies.
-_WHERE = (
-    "Timestamp >= {start:DateTime64(3, 'UTC')} AND Timestamp < {end:DateTime64(3, 'UTC')}"
-    " AND Operation != ''"
+# Below this many calls in a bucket an error rate says more about chance than about the model.
+MIN_CALLS_FOR_RATE = 5
+
+NO_VALUE = "(none)"  # the label of an empty dimension value
+# How each dimension reads: the label a person sees is also what a filter matches.
+_FEATURE = f"if(Feature = '', '{NO_VALUE}', Feature)"
+_MODEL = "if(ResponseModel != '', ResponseModel, RequestModel)"  # the model that answered
+_FAMILY = "if(RequestModel != '', RequestModel, ResponseModel)"  # the model the code asked for
+# A call that failed before a response has no served version: it counts under "(none)".
+_VERSION = (f"multiIf(ModelVersion != '', ModelVersion, ResponseModel != '', ResponseModel,"
+            f" '{NO_VALUE}')")
+_DIMENSIONS = {
+    "service": "ServiceName",
+    "project": f"if(ProjectId = '', '{NO_VALUE}', ProjectId)",
+    "feature": _FEATURE,
+    "model": _FAMILY,
+    "version": _VERSION,
+    "user": f"if(UserId = '', '{NO_VALUE}', UserId)",
+    "tenant": f"if(TenantId = '', '{NO_VALUE}', TenantId)",
+}
+
+# Shared SQL fragments: the window, the "AI spans only" rule, and the global filters.
+_WINDOW = "Timestamp >= {start:DateTime64(3, 'UTC')} AND Timestamp < {end:DateTime64(3, 'UTC')}"
+_WHERE = f"{_WINDOW} AND Operation != ''" + "".join(
+    f" AND ({{{key}:String}} = '' OR {_DIMENSIONS[key]} = {{{key}:String}})"
+    for key in asdict(Filters())
 )
-_FEATURE = "if(Feature = '', '(none)', Feature)"
-_MODEL = "if(ResponseModel != '', ResponseModel, RequestModel)"
+_BUCKET = ("toDateTime64(toStartOfInterval(Timestamp, INTERVAL {bucket:UInt32} SECOND, 'UTC'),"
+           " 3, 'UTC')")
+_ERROR = "StatusCode = 'Error'"
+_TOKENS = "(InputTokens + OutputTokens)"
+_MEAN_TIME = "avg(toUnixTimestamp64Milli(Timestamp))"
 
 
 def choose_bucket_seconds(start: datetime, end: datetime) -> int:
@@ -40,53 +75,298 @@ def choose_bucket_seconds(start: datetime, end: datetime) -> int:
 
 
 def cost_per_feature_over_time(store: Store, start: datetime, end: datetime,
-                               bucket_seconds: int) -> pd.DataFrame:
+                               bucket_seconds: int, filters: Filters | None = None
+                               ) -> pd.DataFrame:
     """Cost and call count per feature per time bucket: bucket, feature, cost_usd, calls."""
     # A bare DateTime bucket would come back zone-less or in the server's zone; DateTime64 with
     # an explicit zone arrives as a UTC timestamp from both backends.
     sql = f"""
-        SELECT
-            toDateTime64(toStartOfInterval(Timestamp, INTERVAL {{bucket:UInt32}} SECOND, 'UTC'),
-                         3, 'UTC') AS bucket,
-            {_FEATURE} AS feature,
-            sum(CostUsd) AS cost_usd,
-            count() AS calls
+        SELECT {_BUCKET} AS bucket, {_FEATURE} AS feature, sum(CostUsd) AS cost_usd,
+               count() AS calls
         FROM {_table(store)}
         WHERE {_WHERE}
         GROUP BY bucket, feature
         ORDER BY bucket, feature
     """
-    params = {**_window(start, end), "bucket": int(bucket_seconds)}
-    return store.query(sql, params)
+    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds)))
 
 
-def feature_model_table(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
-    """One row per (feature, model), most expensive first.
+def feature_model_table(store: Store, start: datetime, end: datetime,
+                        filters: Filters | None = None) -> pd.DataFrame:
+    """One row per (feature, served model), most expensive first.
 
     Columns: feature, model, calls, errors, cost_usd, input_tokens, output_tokens,
-    p95_latency_ms. The p95 is exact (`quantileExact`: the value at 0-based rank floor(0.95 * n)),
-    since per-pair call counts are small enough that an approximate quantile would visibly wander.
+    p95_latency_ms.
     """
     sql = f"""
-        SELECT
-            {_FEATURE} AS feature,
-            {_MODEL} AS model,
-            count() AS calls,
-            countIf(StatusCode = 'Error') AS errors,
-            sum(CostUsd) AS cost_usd,
-            sum(InputTokens) AS input_tokens,
-            sum(OutputTokens) AS output_tokens,
-            quantileExact(0.95)(Duration) / 1e6 AS p95_latency_ms
+        SELECT {_FEATURE} AS feature, {_MODEL} AS model, count() AS calls,
+               countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
+               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+               quantileExact(0.95)(Duration) / 1e6 AS p95_latency_ms
         FROM {_table(store)}
         WHERE {_WHERE}
         GROUP BY feature, model
         ORDER BY cost_usd DESC, feature, model
     """
-    return store.query(sql, _window(start, end))
+    return store.query(sql, _params(start, end, filters))
+
+
+def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """The values each global filter can take in the window: key, value, calls (most first).
+
+    Not narrowed by the filters themselves, so choosing one feature still lists the others."""
+    pairs = ", ".join(f"('{key}', {_DIMENSIONS[key]})" for key in asdict(Filters()))
+    sql = f"""
+        SELECT kv.1 AS key, kv.2 AS value, count() AS calls
+        FROM {_table(store)}
+        ARRAY JOIN [{pairs}] AS kv
+        WHERE {_WINDOW} AND Operation != ''
+        GROUP BY key, value
+        ORDER BY key, calls DESC, value
+    """
+    return store.query(sql, _params(start, end, None))
+
+
+def summary(store: Store, start: datetime, end: datetime,
+            filters: Filters | None = None) -> pd.DataFrame:
+    """One row for the window: calls, errors, cost_usd, input_tokens, output_tokens, tokens,
+    p95_latency_ms (NaN without calls)."""
+    sql = f"""
+        SELECT count() AS calls, countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
+               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+               sum({_TOKENS}) AS tokens,
+               if(count() = 0, nan, quantileExact(0.95)(Duration) / 1e6) AS p95_latency_ms
+        FROM {_table(store)}
+        WHERE {_WHERE}
+    """
+    return store.query(sql, _params(start, end, filters))
+
+
+def totals_over_time(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+                     filters: Filters | None = None) -> pd.DataFrame:
+    """Per time bucket: bucket, calls, errors, cost_usd, tokens, p95_latency_ms."""
+    sql = f"""
+        SELECT {_BUCKET} AS bucket, count() AS calls, countIf({_ERROR}) AS errors,
+               sum(CostUsd) AS cost_usd, sum({_TOKENS}) AS tokens,
+               quantileExact(0.95)(Duration) / 1e6 AS p95_latency_ms
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY bucket
+        ORDER BY bucket
+    """
+    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds)))
+
+
+def cost_by(store: Store, start: datetime, end: datetime, by: str,
+            filters: Filters | None = None, limit: int = 50) -> pd.DataFrame:
+    """Cost per value of one dimension (`by`: service, project, feature, model, version, user,
+    tenant), most expensive first, at most `limit` rows.
+
+    Columns: key, calls, cost_usd, input_tokens, output_tokens, cache_read_tokens,
+    cost_per_call, cost_per_1k_tokens (NaN without tokens).
+    """
+    if by not in _DIMENSIONS:
+        raise ValueError(f"cannot group cost by {by!r}; choose one of {sorted(_DIMENSIONS)}")
+    sql = f"""
+        SELECT {_DIMENSIONS[by]} AS key, count() AS calls, sum(CostUsd) AS cost_usd,
+               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+               sum(CacheReadTokens) AS cache_read_tokens,
+               cost_usd / calls AS cost_per_call,
+               if(input_tokens + output_tokens = 0, nan,
+                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY key
+        ORDER BY cost_usd DESC, key
+        LIMIT {{limit:UInt32}}
+    """
+    return store.query(sql, _params(start, end, filters, limit=int(limit)))
+
+
+def cache_savings_inputs(store: Store, start: datetime, end: datetime,
+                         filters: Filters | None = None) -> pd.DataFrame:
+    """Cache-read tokens per served model (only models that read from a cache): model,
+    cache_read_tokens. Their saving is priced from the price file, not in SQL."""
+    sql = f"""
+        SELECT {_MODEL} AS model, sum(CacheReadTokens) AS cache_read_tokens
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY model
+        HAVING cache_read_tokens > 0
+        ORDER BY cache_read_tokens DESC, model
+    """
+    return store.query(sql, _params(start, end, filters))
+
+
+def expensive_calls(store: Store, start: datetime, end: datetime,
+                    filters: Filters | None = None, limit: int = 20) -> pd.DataFrame:
+    """The `limit` most expensive calls: time, trace_id, span_id, service, feature, model,
+    cost_usd, input_tokens, output_tokens, duration_ms, status."""
+    sql = f"""
+        SELECT toDateTime64(Timestamp, 3, 'UTC') AS time, TraceId AS trace_id,
+               SpanId AS span_id, ServiceName AS service, {_FEATURE} AS feature,
+               {_MODEL} AS model, CostUsd AS cost_usd, InputTokens AS input_tokens,
+               OutputTokens AS output_tokens, Duration / 1e6 AS duration_ms, StatusCode AS status
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        ORDER BY cost_usd DESC, time DESC
+        LIMIT {{limit:UInt32}}
+    """
+    return store.query(sql, _params(start, end, filters, limit=int(limit)))
+
+
+def version_first_seen(store: Store, start: datetime, end: datetime,
+                       filters: Filters | None = None) -> pd.DataFrame:
+    """Each (model, version) in the window, oldest first: model, version, first_seen,
+    last_seen, calls.
+
+    "Oldest" is by the mean time of a version's calls, not its first call: during a gradual
+    rollout the new version's first call can come before the old one's first in the window."""
+    sql = f"""
+        SELECT {_FAMILY} AS model, {_VERSION} AS version,
+               toDateTime64(min(Timestamp), 3, 'UTC') AS first_seen,
+               toDateTime64(max(Timestamp), 3, 'UTC') AS last_seen, count() AS calls
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY model, version
+        ORDER BY model, {_MEAN_TIME}, version
+    """
+    return store.query(sql, _params(start, end, filters))
+
+
+def version_changes(store: Store, start: datetime, end: datetime,
+                    filters: Filters | None = None) -> pd.DataFrame:
+    """Model versions that replaced another inside `[start, end)`: model, version, first_seen
+    (where the line is drawn).
+
+    A version counts as a change when its model had an older version (`version_first_seen`
+    order); the look for one goes back one window length before `start` (still bounded), so a
+    version already serving when the window opens is not marked at its left edge. Calls with
+    no known version ("(none)") change nothing."""
+    seen = version_first_seen(store, start - (end - start), end, filters)
+    seen = seen[seen["version"] != NO_VALUE]
+    newer = seen.groupby("model").cumcount() > 0
+    start_ts = pd.Timestamp(start).tz_localize("UTC") if start.tzinfo is None else start
+    changes = seen[newer & (seen["first_seen"] >= start_ts)]
+    return changes[["model", "version", "first_seen"]].reset_index(drop=True)
+
+
+def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+                       filters: Filters | None = None,
+                       min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
+    """Per bucket and (model, version): bucket, model, version, calls, errors, error_rate
+    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms, tokens_per_call, mean_confidence
+    (NaN where no call reported one)."""
+    sql = f"""
+        SELECT {_BUCKET} AS bucket, {_FAMILY} AS model, {_VERSION} AS version,
+               count() AS calls, countIf({_ERROR}) AS errors,
+               if(calls >= {{min_calls:UInt32}}, errors / calls, nan) AS error_rate,
+               quantilesExact(0.5, 0.95, 0.99)(Duration) AS q,
+               q[1] / 1e6 AS p50_ms, q[2] / 1e6 AS p95_ms, q[3] / 1e6 AS p99_ms,
+               sum({_TOKENS}) / calls AS tokens_per_call,
+               ifNull(avg(Confidence), nan) AS mean_confidence
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY bucket, model, version
+        ORDER BY bucket, model, version
+    """
+    df = store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
+                                  min_calls=int(min_calls)))
+    return df.drop(columns="q")
+
+
+def version_summary(store: Store, start: datetime, end: datetime,
+                    filters: Filters | None = None,
+                    min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
+    """One row per (model, version): model, version, calls, errors, error_rate (NaN below
+    `min_calls`), p50_ms, p95_ms, p99_ms, tokens_per_call, cost_per_call, mean_confidence."""
+    sql = f"""
+        SELECT {_FAMILY} AS model, {_VERSION} AS version, count() AS calls,
+               countIf({_ERROR}) AS errors,
+               if(calls >= {{min_calls:UInt32}}, errors / calls, nan) AS error_rate,
+               quantilesExact(0.5, 0.95, 0.99)(Duration) AS q,
+               q[1] / 1e6 AS p50_ms, q[2] / 1e6 AS p95_ms, q[3] / 1e6 AS p99_ms,
+               sum({_TOKENS}) / calls AS tokens_per_call, sum(CostUsd) / calls AS cost_per_call,
+               ifNull(avg(Confidence), nan) AS mean_confidence
+        FROM {_table(store)}
+        WHERE {_WHERE}
+        GROUP BY model, version
+        ORDER BY model, {_MEAN_TIME}, version
+    """
+    return store.query(sql, _params(start, end, filters, min_calls=int(min_calls))
+                       ).drop(columns="q")
+
+
+def confidence_histogram(store: Store, start: datetime, end: datetime,
+                         filters: Filters | None = None) -> pd.DataFrame:
+    """Confidence per (model, version) as counts of values rounded to 0.001: model, version,
+    confidence, calls. Enough for PSI and KS (`drift`) at any row count; spans without a
+    confidence are left out."""
+    sql = f"""
+        SELECT {_FAMILY} AS model, {_VERSION} AS version,
+               round(assumeNotNull(Confidence), 3) AS confidence, count() AS calls
+        FROM {_table(store)}
+        WHERE {_WHERE} AND Confidence IS NOT NULL
+        GROUP BY model, version, confidence
+        ORDER BY model, version, confidence
+    """
+    return store.query(sql, _params(start, end, filters))
+
+
+def search_traces(store: Store, start: datetime, end: datetime, filters: Filters | None = None,
+                  status: str = "", trace_id: str = "", limit: int = 100) -> pd.DataFrame:
+    """Traces with AI calls matching the filters, newest first, at most `limit`.
+
+    `status` ('Ok', 'Error', 'Unset' or '' for any) and `trace_id` ('' for any) narrow the
+    calls. Columns: trace_id, time (first matching call), service, feature, model, calls,
+    errors, cost_usd, tokens, duration_ms (the longest call)."""
+    sql = f"""
+        SELECT TraceId AS trace_id, toDateTime64(min(Timestamp), 3, 'UTC') AS time,
+               any(ServiceName) AS service, any({_FEATURE}) AS feature, any({_MODEL}) AS model,
+               count() AS calls, countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
+               sum({_TOKENS}) AS tokens, max(Duration) / 1e6 AS duration_ms
+        FROM {_table(store)}
+        WHERE {_WHERE}
+          AND ({{status:String}} = '' OR StatusCode = {{status:String}})
+          AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}})
+        GROUP BY trace_id
+        ORDER BY time DESC, trace_id
+        LIMIT {{limit:UInt32}}
+    """
+    return store.query(sql, _params(start, end, filters, status=status,
+                                    trace_id=trace_id.strip().lower(), limit=int(limit)))
+
+
+def trace_spans(store: Store, start: datetime, end: datetime, trace_id: str) -> pd.DataFrame:
+    """Every span of one trace in the window (AI or not), in start order.
+
+    Columns: span_id, parent_span_id, name, service, start_ns (Unix ns), duration_ms, status,
+    status_message, operation, provider, model, version, feature, input_tokens, output_tokens,
+    cost_usd, confidence, input_messages, output_messages (the last two '' unless captured)."""
+    sql = f"""
+        SELECT SpanId AS span_id, ParentSpanId AS parent_span_id, SpanName AS name,
+               ServiceName AS service, toUnixTimestamp64Nano(Timestamp) AS start_ns,
+               Duration / 1e6 AS duration_ms, StatusCode AS status,
+               StatusMessage AS status_message, Operation AS operation, Provider AS provider,
+               {_MODEL} AS model, ModelVersion AS version, Feature AS feature,
+               InputTokens AS input_tokens, OutputTokens AS output_tokens, CostUsd AS cost_usd,
+               Confidence AS confidence,
+               SpanAttributes[{{input_key:String}}] AS input_messages,
+               SpanAttributes[{{output_key:String}}] AS output_messages
+        FROM {_table(store)}
+        WHERE {_WINDOW} AND TraceId = {{trace_id:String}}
+        ORDER BY start_ns, span_id
+    """
+    return store.query(sql, {**_window(start, end), "trace_id": trace_id.strip().lower(),
+                             "input_key": A.INPUT_MESSAGES, "output_key": A.OUTPUT_MESSAGES})
 
 
 def _table(store: Store) -> str:
     return f"{store.database}.{SPANS_TABLE}"
+
+
+def _params(start: datetime, end: datetime, filters: Filters | None, **extra) -> dict:
+    return {**_window(start, end), **asdict(filters or Filters()), **extra}
 
 
 def _window(start: datetime, end: datetime) -> dict[str, str]:
@@ -99,4 +379,3 @@ def _utc_text(t: datetime) -> str:
     if t.tzinfo is not None:
         t = t.astimezone(timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
