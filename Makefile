@@ -30,8 +30,9 @@ $(LITELLM_VENV)/.installed: pyproject.toml
 test-litellm: $(LITELLM_VENV)/.installed
 	$(LITELLM_VENV)/bin/python -m pytest -q tests/sdk/test_litellm.py $(PYTEST_ARGS)
 
-# Full settings by default (about 10 minutes on 2 cores); BENCH_QUICK=1 checks the harness in
-# a few minutes; BENCH_ARGS passes more flags (e.g. BENCH_ARGS="--only ingest --no-doc").
+# Full settings by default (30-45 minutes on 2 cores: 10M-span stores, 60 s of ingest per
+# path); BENCH_QUICK=1 checks the harness in about 5 minutes; BENCH_ARGS passes more flags
+# (e.g. BENCH_ARGS="--only ingest", which prints the table and leaves the doc alone).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(BENCH_QUICK),--quick) $(BENCH_ARGS)
 

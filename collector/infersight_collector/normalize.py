@@ -70,6 +70,8 @@ _FOREIGN = frozenset(RENAMES)
 
 def normalize(attrs: dict[str, str], start_ns: int) -> dict[str, str]:
     """Rewrite `attrs` (one span's attributes, values as stored) in place and return it."""
+    if A.COST in attrs and A.COST_SOURCE not in attrs and _unpriced_zero(attrs):
+        del attrs[A.COST]
     if not _FOREIGN.isdisjoint(attrs):
         _rename(attrs)
     elif (A.COST_SOURCE in attrs or A.COST in attrs
@@ -100,6 +102,16 @@ def _rename(attrs: dict[str, str]) -> None:
             value = value.lower()
         del attrs[foreign]
         attrs[canonical] = value
+
+
+def _unpriced_zero(attrs: dict[str, str]) -> bool:
+    """A peer's cost of 0 on a call that used tokens means it had no price, not a free call:
+    OpenLIT writes 0 when it cannot fetch its price list (seen with openlit 1.45 offline)."""
+    try:
+        zero = float(attrs[A.COST]) == 0.0
+    except ValueError:
+        return False
+    return zero and (_tokens(attrs, A.INPUT_TOKENS) > 0 or _tokens(attrs, A.OUTPUT_TOKENS) > 0)
 
 
 def _tokens(attrs: dict[str, str], key: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from infersight.pricing import Usage, cost_usd
 from infersight_collector.normalize import normalize
 
 PEER = Path(__file__).with_name("peer_tracer.py")
+PAYLOADS = Path(__file__).with_name("payloads")
 NOW_NS = 1_750_000_000_000_000_000
 
 
@@ -89,6 +91,34 @@ def test_openlit_cost_is_kept_and_marked_as_the_clients():
                        "gen_ai.application_name": "shop"}, NOW_NS)
     assert attrs[A.COST] == "0.0000045" and attrs[A.COST_SOURCE] == A.COST_FROM_SDK
     assert attrs[A.PROVIDER] == "openai"
+
+
+def test_recorded_openlit_span_over_otlp_http_is_priced_by_the_collector(http_collector, store):
+    """openlit 1.45 offline sends cost 0 for a call that used tokens (see payloads/README.md)."""
+    import urllib.request
+
+    payload = json.loads((PAYLOADS / "openlit-1.45.0-openai-chat.json").read_text())
+    now = time.time_ns()  # within the table's retention
+    for rs in payload["resourceSpans"]:
+        for span in rs["scopeSpans"][0]["spans"]:
+            span["startTimeUnixNano"], span["endTimeUnixNano"] = str(now), str(now + 10**8)
+    request = urllib.request.Request(http_collector.url, data=json.dumps(payload).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    row = stored(store).iloc[0]
+    assert row.ServiceName == "openlit-app"
+    assert (row.Provider, row.Operation, row.RequestModel) == ("openai", "chat", "gpt-4o-mini")
+    assert row.ModelVersion == "gpt-4o-mini-2024-07-18"
+    assert (row.InputTokens, row.OutputTokens) == (1200, 80)
+    assert row.CostSource == A.COST_FROM_COLLECTOR
+    assert row.CostUsd == pytest.approx(
+        cost_usd("gpt-4o-mini-2024-07-18", Usage(input=1200, output=80)))
+
+
+def test_zero_cost_without_a_price_is_dropped_when_the_model_is_unknown():
+    attrs = normalize({A.REQUEST_MODEL: "my-finetune", A.INPUT_TOKENS: "10", A.COST: "0"}, NOW_NS)
+    assert A.COST not in attrs and attrs[A.COST_SOURCE] == A.COST_UNKNOWN_MODEL
 
 
 def test_canonical_keys_win_and_unknown_values_are_left_alone():
