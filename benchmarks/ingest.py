@@ -1,0 +1,171 @@
+"""Collector ingest: spans per second from the wire into the store, and where the time goes.
+
+Baselines measured in the same run, on the same pre-serialised 500-span requests:
+- parse only (protobuf, upb) and decode (parse + `decode_request` to an Arrow batch), one core;
+- chDB insert alone, of the decoded batches (group-committed as the writer does).
+Then `infersight collector` runs in its own process on a fresh chDB directory and load workers
+(`infersight_collector.loadgen.send_load`, separate processes) send for the set duration over
+raw gRPC (pre-serialised bytes), OTLP/HTTP when the collector has it, and the OpenTelemetry SDK's
+own `OTLPSpanExporter`. A span counts as accepted when its request is acknowledged, which the
+collector does once the span is in the store (in its disk spool only when the store fails,
+which it does not here), so accepted spans are queryable spans; after the run the store is
+counted to check that every acknowledged span is there.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from infersight_collector.decode import decode_request
+from infersight_collector.loadgen import export_requests, generate_spans, send_load
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from . import report
+from ._collector import Collector, collector_flags, count_spans
+
+TARGET_SPANS_PER_S = 100_000
+TARGET_RSS_MB = 1024
+SPANS_PER_REQUEST = 500
+
+
+def _rate(fn, payloads: list[bytes], min_seconds: float) -> float:
+    """Spans per second of `fn(payload)` over the payloads, repeated for at least min_seconds."""
+    spans = 0
+    started = time.perf_counter()
+    while True:
+        for p in payloads:
+            fn(p)
+            spans += SPANS_PER_REQUEST
+        elapsed = time.perf_counter() - started
+        if elapsed >= min_seconds:
+            return spans / elapsed
+
+
+def _decode(payload: bytes) -> pa.Table:
+    return decode_request(ExportTraceServiceRequest.FromString(payload)).batch
+
+
+def _top_functions(payloads: list[bytes], n: int = 6) -> list[str]:
+    """The functions decode spends its own time in, as 'share% name'."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for p in payloads:
+        _decode(p)
+    prof.disable()
+    stats = pstats.Stats(prof, stream=io.StringIO())
+    total = sum(v[2] for v in stats.stats.values()) or 1.0
+    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]
+    return [f"{100 * v[2] / total:.0f}% {fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})"
+            for fn, v in top]
+
+
+def _insert_rate(payloads: list[bytes], batch_requests: int) -> float:
+    from infersight_collector.store import insert_spans, open_store
+
+    decoded = [_decode(p) for p in payloads]
+    batches = [pa.concat_tables(decoded[i:i + batch_requests])
+               for i in range(0, len(decoded), batch_requests)]
+    with tempfile.TemporaryDirectory(prefix="bench-insert-") as tmp:
+        store = open_store(data_dir=tmp)
+        insert_spans(store, batches[0])  # warm up: first insert creates the parts directory
+        started = time.perf_counter()
+        for b in batches:
+            insert_spans(store, b)
+        elapsed = time.perf_counter() - started
+        store.close()
+    return sum(b.num_rows for b in batches) / elapsed
+
+
+def _end_to_end(result: report.Result, protocol: str, seconds: float, processes: int,
+                pool: int, decode_rate: float) -> float:
+    with tempfile.TemporaryDirectory(prefix=f"bench-ingest-{protocol}-") as data_dir:
+        with Collector(data_dir) as collector:
+            endpoint = collector.http_endpoint if protocol == "http" else collector.grpc_endpoint
+            cpu0 = collector.cpu_seconds()
+            load = send_load(endpoint, protocol=protocol, duration_s=seconds, processes=processes,
+                             spans_per_request=SPANS_PER_REQUEST, pool_requests=pool)
+            cpu = collector.cpu_seconds() - cpu0
+            rss_mb = collector.rss() / 2**20
+        peak_mb = collector.peak_rss / 2**20
+        stored = count_spans(data_dir)
+    label = {"grpc": "OTLP/gRPC (raw channel)", "http": "OTLP/HTTP",
+             "otel": "OTLP/gRPC (OTel SDK exporter)"}[protocol]
+    rate = load.acked_per_s
+    result.add(f"{label}: accepted = queryable", rate, "spans/s", baseline="decode, 1 core",
+               ratio=rate / decode_rate, target=f">= {TARGET_SPANS_PER_S:,} spans/s",
+               ok=rate >= TARGET_SPANS_PER_S)
+    result.add(f"{label}: acknowledged spans found in store",
+               100 * stored / max(load.acked_spans, 1), "%",
+               baseline=f"{stored:,} stored / {load.acked_spans:,} acked",
+               ratio=stored / max(load.acked_spans, 1), target="= 100%",
+               ok=stored == load.acked_spans)
+    result.add(f"{label}: collector CPU", cpu / load.seconds, "cores",
+               baseline=f"{1e6 * cpu / max(load.acked_spans, 1):.1f} CPU-us per span")
+    result.add(f"{label}: collector peak RSS", peak_mb, "MiB",
+               baseline=f"{rss_mb:.0f} MiB at the end", ratio=peak_mb / TARGET_RSS_MB,
+               target=f"< {TARGET_RSS_MB} MiB", ok=peak_mb < TARGET_RSS_MB)
+    if load.refused_requests or load.failed_requests or load.rejected_spans:
+        result.notes.append(f"{label}: {load.refused_requests} requests refused (retry later), "
+                            f"{load.failed_requests} failed, {load.rejected_spans} spans "
+                            "rejected by partial success.")
+    result.notes.append(f"{label}: {load.processes} load processes used "
+                        f"{load.client_cpu_s / load.seconds:.2f} cores; {load.acked_spans:,} "
+                        f"spans acknowledged in {load.seconds:.1f} s.")
+    return rate
+
+
+def run(quick: bool) -> report.Result:
+    seconds = 5.0 if quick else 60.0
+    otel_seconds = 5.0 if quick else 20.0
+    processes = 2
+    pool = 8 if quick else 64
+    result = report.Result("ingest", "Collector ingest (OTLP -> chDB)", settings={
+        "duration": f"{seconds:.0f} s per path ({otel_seconds:.0f} s for the OTel exporter)",
+        "load processes": processes, "spans per request": SPANS_PER_REQUEST,
+        "distinct requests per process": pool})
+
+    now = datetime.now(timezone.utc)
+    table = generate_spans(pool * SPANS_PER_REQUEST, now - timedelta(hours=1), now, seed=7)
+    payloads = export_requests(table, SPANS_PER_REQUEST)
+    attrs = table.column("SpanAttributes").combine_chunks()
+    result.notes.append(f"Requests: {len(payloads[0]) / SPANS_PER_REQUEST:.0f} bytes per span "
+                        f"on the wire, {len(attrs.keys) / len(attrs):.1f} attributes per span.")
+    stage_s = 1.0 if quick else 5.0
+    parse = _rate(ExportTraceServiceRequest.FromString, payloads, stage_s)
+    decode = _rate(_decode, payloads, stage_s)
+    insert = _insert_rate(payloads * (1 if quick else 4), batch_requests=20)
+    result.add("parse only (protobuf), 1 core", parse, "spans/s")
+    result.add("decode (parse + Arrow batch), 1 core", decode, "spans/s",
+               baseline="parse only", ratio=decode / parse)
+    result.add("chDB insert alone (10k-span batches)", insert, "spans/s",
+               baseline="decode, 1 core", ratio=insert / decode)
+    result.notes.append("Where decode spends its time (cProfile, own time): "
+                        + "; ".join(_top_functions(payloads[:4])) + ".")
+
+    rates = {"parse": parse, "decode": decode, "chDB insert": insert}
+    paths = ["grpc"] + (["http"] if "--http-port" in collector_flags() else []) + ["otel"]
+    if "http" not in paths:
+        result.skipped.append("OTLP/HTTP: `infersight collector` has no --http-port yet")
+    for protocol in paths:
+        secs = otel_seconds if protocol == "otel" else seconds
+        try:
+            rates[f"end to end ({protocol})"] = _end_to_end(result, protocol, secs, processes,
+                                                            pool, decode)
+        except Exception as exc:  # one path failing must not hide the others
+            result.skipped.append(f"{protocol}: {type(exc).__name__}: {exc}")
+    result.plot = {"title": "Ingest throughput (spans/s, log scale)", "ylabel": "spans/s",
+                   "labels": list(rates), "series": {"spans/s": list(rates.values())},
+                   "lines": [(TARGET_SPANS_PER_S, "target 100k spans/s")], "log": True}
+    return result
+
+
+if __name__ == "__main__":
+    args = report.parse_args(__doc__.splitlines()[0])
+    report.emit(run(args.quick), args.out)

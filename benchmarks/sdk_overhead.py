@@ -1,0 +1,446 @@
+"""SDK overhead: what `infersight.instrument()` costs the host app per call, and what it loses.
+
+Per-call CPU. The real `openai` and `anthropic` clients call a mock transport (the
+`MockTransport` of the httpx package each client uses) that returns realistic bodies built once
+(the loopback fake provider's wire format: a chat completion, or 20 content chunks streamed),
+so there is no socket noise.
+Three ways are timed in interleaved rounds, with process CPU (`time.process_time_ns`, which
+includes the span processor's worker thread) and `force_flush()` inside the timed region, so
+each round pays for the export of its own spans:
+- bare: no instrumentation;
+- floor: the bare call inside one plain OTel span (no attributes);
+- infersight: `infersight.instrument()`.
+Floor and infersight share one TracerProvider with a BatchSpanProcessor (the SDK's queue size,
+512-span batches) over an exporter that encodes each batch to OTLP protobuf and discards the
+bytes: the encoding is paid, the socket is not. Overhead = median(way) - median(bare); the
+figure that matters is infersight's overhead over the floor's.
+
+Spans dropped in a burst: a child process calls the real client as fast as it can with
+`instrument()` at default settings, exporting to a real `infersight collector`; dropped =
+calls - spans found in the store afterwards. Memory: RSS over many instrumented calls (no leak),
+and with the collector unreachable (the queue stays bounded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+from . import report
+
+MESSAGES = [{"role": "system", "content": "You are a support assistant. Answer briefly."},
+            {"role": "user", "content": "My order 1234 arrived damaged; what can I do?"}]
+STREAM_CHUNKS = 20
+TARGETS = {"sync": 1.25, "stream": 1.5}  # infersight overhead / floor overhead, at most
+
+
+# ---- the clients ----------------------------------------------------------------------------
+
+def _wire(path: str, body: dict) -> tuple[bytes, bytes]:
+    """(JSON body, SSE body) for `path`, in the fake provider's wire format, built once."""
+    from infersight_collector import fake_provider
+
+    reply = fake_provider.Reply(content=" ".join(["token"] * STREAM_CHUNKS),
+                                prompt_tokens=420, completion_tokens=STREAM_CHUNKS,
+                                cached_tokens=128)
+    whole, events, done = fake_provider._route(path)
+    sse = "".join((f"event: {name}\n" if name else "") + f"data: {json.dumps(event)}\n\n"
+                  for name, event in events(
+                      {**body, "stream": True, "stream_options": {"include_usage": True}}, reply))
+    if done:
+        sse += "data: [DONE]\n\n"
+    return json.dumps(whole(body, reply)).encode(), sse.encode()
+
+
+def _responder(client_module: str, path: str, body: dict):
+    """An http client for `client_module` (openai, anthropic) whose transport answers from
+    memory; it is built from the httpx package that client uses (httpx or httpx2)."""
+    import importlib
+
+    base = importlib.import_module(f"{client_module}._base_client")
+    httpx_module = getattr(base, "httpx2", None) or base.httpx
+    whole, sse = _wire(path, body)
+    json_headers = {"content-type": "application/json"}
+    sse_headers = {"content-type": "text/event-stream"}
+
+    def handle(request):
+        if b'"stream":true' in request.content.replace(b" ", b""):
+            return httpx_module.Response(200, headers=sse_headers, content=sse)
+        return httpx_module.Response(200, headers=json_headers, content=whole)
+
+    return httpx_module.Client(transport=httpx_module.MockTransport(handle))
+
+
+def openai_calls() -> dict[str, Callable[[], None]]:
+    import openai
+
+    client = openai.OpenAI(api_key="bench", base_url="http://mock.invalid/v1", max_retries=0,
+                           http_client=_responder("openai", "/chat/completions",
+                                                  {"model": "gpt-4o-mini", "messages": MESSAGES}))
+    completions = client.chat.completions  # `.create` is looked up per call: it gets patched
+
+    def sync() -> None:
+        completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    def stream() -> None:
+        for _ in completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                    stream_options={"include_usage": True}):
+            pass
+
+    return {"openai sync": sync, "openai stream": stream}
+
+
+def anthropic_calls() -> dict[str, Callable[[], None]]:
+    import anthropic
+
+    body = {"model": "claude-haiku-4-5", "max_tokens": 256, "messages": MESSAGES[1:]}
+    client = anthropic.Anthropic(api_key="bench", base_url="http://mock.invalid", max_retries=0,
+                                 http_client=_responder("anthropic", "/v1/messages", body))
+
+    def sync() -> None:
+        client.messages.create(**body)
+
+    def stream() -> None:
+        for _ in client.messages.create(stream=True, **body):
+            pass
+
+    return {"anthropic sync": sync, "anthropic stream": stream}
+
+
+# ---- the pipeline -----------------------------------------------------------------------------
+
+def provider_with_encoding_exporter(queue: int):
+    """A TracerProvider whose BatchSpanProcessor (queue of `queue` spans, 512-span batches)
+    encodes every batch to OTLP and drops the bytes."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class EncodeAndDiscard(SpanExporter):
+        def export(self, spans):
+            encode_spans(spans).SerializeToString()
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(BatchSpanProcessor(
+        EncodeAndDiscard(), max_queue_size=queue, max_export_batch_size=512))
+    return provider
+
+
+def cpu_per_call(ways: dict[str, tuple[Callable[[], None], Callable[[], None]]],
+                 flush: Callable[[], None], calls: int, rounds: int) -> dict[str, float]:
+    """Median CPU microseconds per call of each way; `ways[name] = (setup, call)`. Rounds
+    interleave the ways, in a rotating order, so drift on a shared machine hits them alike."""
+    names = list(ways)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds + 1):  # round 0 warms up every way and is thrown away
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            setup, call = ways[name]
+            setup()
+            gc.collect()
+            t0 = time.process_time_ns()
+            for _ in range(calls):
+                call()
+            flush()
+            if r:
+                samples[name].append((time.process_time_ns() - t0) / calls / 1000)
+    return {n: statistics.median(v) for n, v in samples.items()}
+
+
+def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
+            off: Callable[[], None], provider, calls: int, rounds: int) -> dict[str, dict]:
+    """{case: {"bare", "floor", "instrumented"} median CPU-us per call}; `on` / `off` switch
+    the instrumentation under test."""
+    from opentelemetry.trace import SpanKind
+
+    tracer = provider.get_tracer("bench-floor")
+    out = {}
+    for case, call in cases.items():
+        def floor(call=call, name=case) -> None:
+            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
+                call()
+
+        ways = {"bare": (off, call), "floor": (off, floor), "instrumented": (on, call)}
+        out[case] = cpu_per_call(ways, lambda: provider.force_flush(30_000), calls, rounds)
+        off()
+    return out
+
+
+def _overhead(result: report.Result, calls: int, rounds: int) -> None:
+    import infersight
+    from infersight import config
+
+    queue = config.load().max_queue_size
+    provider = provider_with_encoding_exporter(queue)
+    cases = openai_calls()
+    if importlib.util.find_spec("infersight.instrumentors.anthropic"):
+        cases.update(anthropic_calls())
+    else:
+        result.skipped.append("anthropic: infersight.instrumentors.anthropic does not exist yet")
+    if importlib.util.find_spec("infersight.instrumentors.sklearn"):
+        cases.update(sklearn_calls())
+    else:
+        result.skipped.append("sklearn predict_proba: infersight.instrumentors.sklearn does not "
+                              "exist yet")
+    ours = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
+                   infersight.uninstrument, provider, calls, rounds)
+    theirs = _peers(result, calls, rounds, queue)
+    series: dict[str, list[float]] = {"bare OTel span (floor)": [], "infersight": []}
+    series.update({name: [] for name in theirs})
+    for case, us in ours.items():
+        kind = "stream" if case.endswith("stream") else "sync"
+        floor_over = us["floor"] - us["bare"]
+        ours_over = us["instrumented"] - us["bare"]
+        limit = TARGETS[kind] if case.startswith(("openai", "anthropic")) else None
+        ratio = ours_over / floor_over if floor_over > 0 else float("nan")
+        result.add(f"{case}: bare call", us["bare"], "CPU-us/call")
+        result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
+        result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
+                   baseline="floor overhead", ratio=ratio,
+                   target=f"<= {limit}x" if limit else "", ok=(ratio <= limit) if limit else None)
+        series["bare OTel span (floor)"].append(floor_over)
+        series["infersight"].append(ours_over)
+        for name, measured in theirs.items():
+            peer = measured.get(case)
+            if peer is None:
+                series[name].append(float("nan"))
+                continue
+            peer_floor = peer["floor"] - peer["bare"]
+            peer_over = peer["instrumented"] - peer["bare"]
+            result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
+                       baseline="its own run's floor",
+                       ratio=peer_over / peer_floor if peer_floor > 0 else float("nan"))
+            series[name].append(peer_over)
+    result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
+                   "ylabel": "CPU microseconds per call", "labels": list(ours),
+                   "series": series}
+
+
+# ---- peers, each in its own virtualenv ---------------------------------------------------------
+
+# name: (pip requirements, module with an OTel BaseInstrumentor named OpenAIInstrumentor)
+PEERS = {
+    # openai-v2 2.4b0 imports `opentelemetry.util.genai.instruments`, gone in util-genai 1.2b0,
+    # and imports httpx, which openai 3 no longer pulls in.
+    "OTel contrib openai-v2": ("opentelemetry-instrumentation-openai-v2 "
+                               "opentelemetry-util-genai==1.1b0 httpx",
+                               "opentelemetry.instrumentation.openai_v2"),
+    "OpenLLMetry": ("opentelemetry-instrumentation-openai", "opentelemetry.instrumentation.openai"),
+}
+VENVS = report.ROOT / ".bench-venvs"
+
+
+def _peer_python(requirement: str) -> str:
+    """The python of a virtualenv with `requirement` and the same openai as ours."""
+    from importlib import metadata
+
+    wanted = [*requirement.split(), f"openai=={metadata.version('openai')}", "opentelemetry-sdk",
+              "opentelemetry-exporter-otlp-proto-common"]
+    venv = VENVS / requirement.split()[0]
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if not stamp.exists() or stamp.read_text() != " ".join(wanted):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       capture_output=True, timeout=300)
+        pip = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted],
+                             capture_output=True, text=True, timeout=900)
+        if pip.returncode != 0:
+            raise RuntimeError("pip install failed: " + (pip.stderr.strip().splitlines() or
+                                                         ["(no output)"])[-1])
+        stamp.write_text(" ".join(wanted))
+    return str(python)
+
+
+def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[str, dict]:
+    measured = {}
+    for name, (requirement, module) in PEERS.items():
+        try:
+            python = _peer_python(requirement)
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                env = {**os.environ, "PYTHONPATH": str(report.ROOT / "collector")}
+                proc = subprocess.run(
+                    [python, "-m", "benchmarks.sdk_overhead", "--peer", module, "--calls",
+                     str(calls), "--rounds", str(rounds), "--queue", str(queue), "--out",
+                     out.name], cwd=report.ROOT, env=env, capture_output=True, text=True,
+                    timeout=3600)
+                if proc.returncode != 0:
+                    raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
+                measured[name] = json.loads(open(out.name).read())
+        except Exception as exc:  # optional: say which peer was skipped and why
+            result.skipped.append(f"{name} ({requirement}): {exc}")
+    result.skipped.append("OpenLIT: not measured; `openlit.init()` cannot be undone, so its "
+                          "rounds could not be interleaved with the bare ones")
+    return measured
+
+
+def _peer_child(module: str, calls: int, rounds: int, queue: int) -> dict:
+    """Runs in the peer's virtualenv: the same measurement with its instrumentor."""
+    import importlib
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    logging.getLogger("opentelemetry.instrumentation.instrumentor").setLevel(logging.ERROR)
+    instrumentor = importlib.import_module(module).OpenAIInstrumentor()
+    check, seen = TracerProvider(), InMemorySpanExporter()
+    check.add_span_processor(SimpleSpanProcessor(seen))
+    instrumentor.instrument(tracer_provider=check)
+    for call in openai_calls().values():
+        call()
+    instrumentor.uninstrument()
+    if len(seen.get_finished_spans()) < 2:  # e.g. a peer that does not support this openai
+        from importlib import metadata
+
+        raise RuntimeError(f"{module} recorded {len(seen.get_finished_spans())} spans for 2 "
+                           f"calls on openai {metadata.version('openai')}")
+    provider = provider_with_encoding_exporter(queue)
+    return measure(openai_calls(), lambda: instrumentor.instrument(tracer_provider=provider),
+                   instrumentor.uninstrument, provider, calls, rounds)
+
+
+def sklearn_calls() -> dict[str, Callable[[], None]]:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8))
+    model = LogisticRegression().fit(x, (x[:, 0] + x[:, 1] > 0).astype(int))
+    row = x[:1]
+    return {"sklearn predict_proba (1 row)": lambda: model.predict_proba(row)}
+
+
+# ---- burst and memory: each in a child process with the SDK at its defaults ---------------------
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _child(mode: str, calls: int, endpoint: str) -> dict:
+    """Runs in a fresh process: `instrument()` as an app would, then `calls` sync calls."""
+    import logging
+
+    import infersight
+
+    if mode == "unreachable":  # one "cannot connect" line per export attempt otherwise
+        logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    if mode == "memory":
+        from infersight import config
+
+        infersight.instrument(
+            tracer_provider=provider_with_encoding_exporter(config.load().max_queue_size))
+    else:
+        infersight.instrument(service_name="bench-" + mode, endpoint=endpoint)
+    call = openai_calls()["openai sync"]
+    checkpoints, t0 = [], time.monotonic()
+    step = max(calls // 10, 1)
+    for i in range(calls):
+        call()
+        if (i + 1) % step == 0:
+            if mode == "memory":  # an emptied queue, so growth is what is kept, not what waits
+                infersight.flush(timeout_s=60)
+            checkpoints.append(_rss_mb())
+    seconds = time.monotonic() - t0
+    if mode == "burst":
+        infersight.flush(timeout_s=120)
+    stats = infersight.stats() if hasattr(infersight, "stats") else {}
+    return {"calls": calls, "seconds": seconds, "rss_mb": checkpoints, "stats": stats}
+
+
+def _spawn(mode: str, calls: int, endpoint: str = "", env: dict | None = None) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.sdk_overhead", "--child", mode,
+                               "--calls", str(calls), "--endpoint", endpoint, "--out", out.name],
+                              cwd=report.ROOT, timeout=3600,
+                              env={**os.environ, "GRPC_VERBOSITY": "ERROR", **(env or {})})
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {mode} child failed (exit {proc.returncode})")
+        return json.loads(open(out.name).read())
+
+
+def _burst(result: report.Result, calls: int, queue: int | None) -> None:
+    """`queue`: a smaller SDK queue for the unreachable-collector run, so a quick run fills it."""
+    from ._collector import Collector, count_spans, free_port
+
+    with tempfile.TemporaryDirectory(prefix="bench-burst-") as data_dir:
+        with Collector(data_dir) as collector:
+            run = _spawn("burst", calls, f"http://{collector.grpc_endpoint}")
+        stored = count_spans(data_dir)
+    dropped = calls - stored
+    result.add(f"spans dropped in a {calls:,}-call burst (defaults)", dropped, "spans",
+               baseline=f"{stored:,} stored of {calls:,} calls ({calls / run['seconds']:,.0f} "
+               "calls/s)", ratio=dropped / calls, target="0", ok=dropped == 0)
+    if run["stats"]:
+        result.notes.append(f"Burst: the SDK's own counts say {run['stats']}.")
+
+    run = _spawn("memory", calls * 2)
+    rss = run["rss_mb"]
+    growth = rss[-1] - rss[0]
+    per_call = growth * 2**20 / (run["calls"] * 0.9)
+    result.add(f"RSS growth over {run['calls']:,} instrumented calls", growth, "MiB",
+               baseline=f"{rss[0]:.0f} MiB after {run['calls'] // 10:,} calls",
+               ratio=rss[-1] / rss[0], target="flat (< 1 KiB per call)", ok=per_call < 1024)
+
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    run = _spawn("unreachable", calls, unreachable,
+                 {"INFERSIGHT_MAX_QUEUE_SIZE": str(queue)} if queue else None)
+    rss = run["rss_mb"]
+    half = len(rss) // 2
+    queue_text = f"queue {queue:,}" if queue else "default queue"
+    result.add(f"RSS growth, last {calls // 2:,} of {calls:,} calls, collector unreachable, "
+               f"{queue_text}",
+               rss[-1] - rss[half - 1], "MiB", baseline=f"{rss[half - 1]:.0f} MiB at mid-run",
+               ratio=rss[-1] / rss[half - 1], target="bounded (< 16 MiB)",
+               ok=rss[-1] - rss[half - 1] < 16)
+    if run["stats"]:
+        result.notes.append(f"Collector unreachable: the SDK's own counts say {run['stats']}.")
+
+
+def run(quick: bool) -> report.Result:
+    calls, rounds = (200, 5) if quick else (1_000, 15)
+    burst = 5_000 if quick else 50_000
+    result = report.Result("sdk_overhead", "SDK overhead per call", settings={
+        "calls per round": calls, "rounds": f"{rounds} (median) after one warm-up round",
+        "stream": f"{STREAM_CHUNKS} content chunks", "burst": f"{burst:,} calls",
+        "exporter": "BatchSpanProcessor -> OTLP protobuf encode, bytes discarded"})
+    _overhead(result, calls, rounds)
+    # The SDK queue (16,384 by default) must overflow during the unreachable run.
+    _burst(result, burst, 1_024 if quick else None)
+    return result
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv or "--peer" in sys.argv:
+        p = argparse.ArgumentParser()
+        p.add_argument("--child", choices=("burst", "memory", "unreachable"))
+        p.add_argument("--peer", help="module of a peer's OpenAIInstrumentor")
+        p.add_argument("--calls", type=int)
+        p.add_argument("--rounds", type=int)
+        p.add_argument("--queue", type=int)
+        p.add_argument("--endpoint", default="")
+        p.add_argument("--out")
+        a = p.parse_args()
+        measured = (_peer_child(a.peer, a.calls, a.rounds, a.queue) if a.peer
+                    else _child(a.child, a.calls, a.endpoint))
+        with open(a.out, "w") as f:
+            json.dump(measured, f)
+        os._exit(0)  # do not wait on exports to an unreachable collector at exit
+    args = report.parse_args(__doc__.splitlines()[0])
+    report.emit(run(args.quick), args.out)

@@ -1,0 +1,68 @@
+"""The benchmark harness in seconds: the generators are faithful and no query escapes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from benchmarks import queries as query_bench
+from benchmarks import report
+from infersight_collector.decode import ARROW_SCHEMA, decode_request
+from infersight_collector.loadgen import (
+    export_requests,
+    generate_spans,
+    id_offsets,
+    with_fresh_ids,
+)
+
+END = datetime(2026, 11, 23, tzinfo=timezone.utc)
+START = END - timedelta(days=7)
+
+
+def test_generated_spans_survive_the_otlp_round_trip():
+    table = generate_spans(600, START, END, seed=3)
+    assert table.schema == ARROW_SCHEMA
+    decoded = {}
+    for payload in export_requests(table, 250):
+        batch = decode_request(ExportTraceServiceRequest.FromString(payload)).batch
+        decoded.update((row["SpanId"], row) for row in batch.to_pylist())
+    assert [decoded[row["SpanId"]] for row in table.to_pylist()] == table.to_pylist()
+
+
+def test_resent_requests_carry_new_ids():
+    payload = export_requests(generate_spans(50, START, END, seed=4))[0]
+    offsets = id_offsets(payload)
+
+    def span_ids(p: bytes) -> set[tuple[bytes, bytes]]:
+        request = ExportTraceServiceRequest.FromString(p)
+        return {(s.trace_id, s.span_id) for rs in request.resource_spans
+                for ss in rs.scope_spans for s in ss.spans}
+
+    ids = [span_ids(p) for p in (payload, with_fresh_ids(payload, offsets, 1),
+                            with_fresh_ids(payload, offsets, 2))]
+    assert all(len(s) == 50 for s in ids)
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])
+
+
+class _FakeStore:
+    database = "infersight"
+
+    def query(self, sql, parameters=None):
+        return pd.DataFrame({"TraceId": ["0af7651916cd43dd8448eb211c80319c"]})
+
+
+def test_every_dashboard_query_is_benchmarked():
+    calls = list(query_bench._calls(_FakeStore(), START, END, query_bench.discover()))
+    assert calls
+    assert [(label, reason) for label, fn, reason in calls if fn is None] == []
+
+
+def test_table_shows_targets_and_skips():
+    result = report.Result("demo", "Demo", skipped=["peer: not installed"])
+    result.add("rate", 12345.6, "spans/s", baseline="target", ratio=0.12, target=">= 1x", ok=False)
+    result.add("nothing", float("nan"), "ms")
+    text = report.table([result])
+    assert "12,346 spans/s" in text and "MISSED" in text and "n/a" in text
+    assert "skipped (demo): peer: not installed" in text
