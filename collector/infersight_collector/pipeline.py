@@ -4,17 +4,25 @@ Receivers `submit()` a decoded batch and wait on the returned future, which reso
 batch is durable: in the store, or, when the store fails, fsynced into the spool (spool.py).
 It fails only when neither took the batch; the receiver then asks the client to retry.
 
-One writer thread takes everything queued at once (up to `max_batch_spans`), so a lone request
-is written without waiting for a timer and a burst is handled in one pass with one spool fsync.
-Each request is inserted with its own deduplication token, a hash of its content: a client
-retrying a request whose reply it lost (collector killed, deadline passed) and a spool replay
-after a crash both land as a duplicate insert, which ClickHouse drops. That is why requests
-are not concatenated into one insert: the token must cover exactly what a client re-sends.
+Group commit: one writer thread takes everything queued at once (up to `max_batch_spans`) and
+writes it as one group, because each insert has a fixed cost (tens of milliseconds in chDB)
+that per-request inserts would pay hundreds of times a second. A group is appended to the
+spool with the tokens of its requests (one fsync), inserted under a group token, then marked
+done in the spool; its requests are acknowledged once it is in the store. After a crash, the
+groups still in the spool are inserted again under the same group token, which ClickHouse
+drops when the first insert got there, so no span is stored twice.
 
-When an insert fails the store is taken as down: new batches go straight to the spool, and the
-store is probed again every `store_retry_s`. Once it answers, the spool is drained, oldest
-first, one record between queue passes. When the spool is full, or there is none, `submit()`
-raises `Overloaded` with a retry hint, and memory stays bounded by `max_queued_spans`.
+A request's token is a hash of its content. The writer remembers the tokens of the last
+`window_requests` requests made durable (loaded from the spool on start, so it survives a
+crash): a client that lost the reply and re-sends a request gets it acknowledged without a
+second insert. Without a spool there is nothing to recover a group from, so each request is
+inserted on its own under its own token, as ClickHouse's deduplication window then covers it.
+
+When an insert fails the store is taken as down: new groups are acknowledged once spooled,
+and the store is probed again every `store_retry_s`. Once it answers, the spool is drained,
+oldest first, one record between queue passes. When the spool is full, or there is none,
+`submit()` raises `Overloaded` with a retry hint, and memory stays bounded by
+`max_queued_spans`.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .spool import Record, Spool, SpoolFull
+from .spool import DEFAULT_WINDOW_REQUESTS, Record, Spool, SpoolFull
 from .store import Store, insert_spans
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,11 @@ def content_token(batch: pa.Table) -> str:
     return digest.hexdigest()
 
 
+def group_token(tokens: tuple[str, ...]) -> str:
+    """The deduplication token of a group: the same requests in the same order, the same."""
+    return hashlib.blake2b("\n".join(tokens).encode(), digest_size=16).hexdigest()
+
+
 @dataclass
 class _Request:
     batch: pa.Table
@@ -65,10 +78,31 @@ class _Request:
     future: Future = field(default_factory=Future)
 
 
+class _Window:
+    """The last `size` request tokens made durable, for set look-ups."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._order: deque[str] = deque()
+        self._set: set[str] = set()
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._set
+
+    def add(self, token: str) -> None:
+        if token in self._set:
+            return
+        self._order.append(token)
+        self._set.add(token)
+        if len(self._order) > self.size:
+            self._set.discard(self._order.popleft())
+
+
 class Pipeline:
     def __init__(self, store: Store, max_queued_spans: int = 200_000,
-                 max_batch_spans: int = 100_000, spool: Spool | None = None,
-                 store_retry_s: float = DEFAULT_STORE_RETRY_S):
+                 max_batch_spans: int = 50_000, spool: Spool | None = None,
+                 store_retry_s: float = DEFAULT_STORE_RETRY_S,
+                 window_requests: int = DEFAULT_WINDOW_REQUESTS):
         self.store = store
         self.spool = spool
         self.max_queued_spans = max_queued_spans
@@ -81,17 +115,21 @@ class Pipeline:
         self._thread = threading.Thread(target=self._run, name="infersight-writer", daemon=True)
         self._store_up = True
         self._next_probe = 0.0
-        self._draining: tuple[str, list[Record]] | None = None
+        self._durable = _Window(window_requests)
         self.written_spans = 0
         self.spooled_spans = 0
         self.replayed_spans = 0
+        self.duplicate_requests = 0
         self.failed_batches = 0
         self.store_errors = 0
 
     def start(self) -> "Pipeline":
-        if self.spool is not None and self.spool.records:
-            log.info("spool holds %d batches (%d bytes) from before; writing them to the store",
-                     self.spool.records, self.spool.bytes)
+        if self.spool is not None:
+            for token in self.spool.recent_requests():
+                self._durable.add(token)
+            if self.spool.records:
+                log.info("spool holds %d batches (%d bytes) not yet in the store; writing them",
+                         self.spool.records, self.spool.bytes)
         self._thread.start()
         return self
 
@@ -131,7 +169,7 @@ class Pipeline:
             self.spool.close()
 
     def _backlog(self) -> bool:
-        return self._draining is not None or (self.spool is not None and self.spool.records > 0)
+        return self.spool is not None and self.spool.records > 0
 
     def _take(self) -> list[_Request] | None:
         """The next group of queued requests; [] when it is time for a drain step; None
@@ -178,64 +216,92 @@ class Pipeline:
             log.info("store answers again")
         self._store_up = True
 
+    def _new(self, group: list[_Request]) -> list[_Request]:
+        """The requests of `group` not already durable; the others are acknowledged now (a
+        client re-sending what it was not told was stored), or when their twin is."""
+        new: dict[str, _Request] = {}
+        for request in group:
+            twin = new.get(request.token)
+            if request.token in self._durable:
+                self.duplicate_requests += 1
+                request.future.set_result(None)
+            elif twin is not None:
+                self.duplicate_requests += 1
+                twin.future.add_done_callback(lambda f, r=request: _copy_outcome(f, r.future))
+            else:
+                new[request.token] = request
+        return list(new.values())
+
     def _write(self, group: list[_Request]) -> None:
-        for i, request in enumerate(group):
-            if not self._may_try_store():
-                self._spool_or_fail(group[i:], None)
+        requests = self._new(group)
+        if not requests:
+            return
+        if self.spool is None:
+            self._write_each(requests)
+            return
+        tokens = tuple(r.token for r in requests)
+        batch = requests[0].batch if len(requests) == 1 else \
+            pa.concat_tables([r.batch for r in requests])
+        record = Record(group_token(tokens), batch, tokens)
+        try:
+            self.spool.append([record])
+        except SpoolFull as exc:
+            self._fail(requests, Overloaded(f"{exc}; the store is behind", self.store_retry_s))
+            return
+        except OSError as exc:
+            log.error("cannot write the spool, inserting without it: %s", exc)
+            self._write_each(requests)
+            return
+        # In the spool: durable. Insert now unless older groups wait for the store.
+        if self.spool.records == 1 and self._may_try_store() and self._insert(record) is None:
+            self.spool.done()
+        else:
+            self.spooled_spans += batch.num_rows
+        for r in requests:
+            self._durable.add(r.token)
+            r.future.set_result(None)
+
+    def _insert(self, record: Record) -> Exception | None:
+        """Insert `record`; the error when the store failed, else None."""
+        try:
+            insert_spans(self.store, record.batch, record.token)
+        except Exception as exc:
+            self._store_failed(exc)
+            return exc
+        self._store_answered()
+        self.written_spans += record.batch.num_rows
+        return None
+
+    def _write_each(self, requests: list[_Request]) -> None:
+        """Insert each request under its own token (no spool to recover a group from)."""
+        for i, request in enumerate(requests):
+            error = self._insert(Record(request.token, request.batch)) \
+                if self._may_try_store() else Overloaded("store unavailable", self.store_retry_s)
+            if error is not None:
+                self._fail(requests[i:], error)
                 return
-            try:
-                insert_spans(self.store, request.batch, request.token)
-            except Exception as exc:
-                self._store_failed(exc)
-                self._spool_or_fail(group[i:], exc)
-                return
-            self._store_answered()
-            self.written_spans += request.batch.num_rows
+            self._durable.add(request.token)
             request.future.set_result(None)
 
-    def _spool_or_fail(self, requests: list[_Request], cause: Exception | None) -> None:
-        error: Exception
-        if self.spool is None:
-            error = cause or Overloaded("store unavailable", self.store_retry_s)
-        else:
-            try:
-                self.spool.append([Record(r.token, r.batch) for r in requests])
-            except SpoolFull as exc:
-                error = Overloaded(f"store unavailable and {exc}", self.store_retry_s)
-            except OSError as exc:
-                log.error("cannot write the spool: %s", exc)
-                error = exc
-            else:
-                for r in requests:
-                    self.spooled_spans += r.batch.num_rows
-                    r.future.set_result(None)
-                return
+    def _fail(self, requests: list[_Request], error: Exception) -> None:
         self.failed_batches += len(requests)
         for r in requests:
             r.future.set_exception(error)
 
     def _drain_step(self) -> None:
-        """Write one spooled batch to the store; delete a segment once all of it is written."""
-        if self.spool is None or not self._may_try_store():
+        """Write the oldest spooled group to the store."""
+        if not self._backlog() or not self._may_try_store():
             return
-        if self._draining is None:
-            self._draining = self.spool.oldest()
-            if self._draining is None:
-                return
-        segment, records = self._draining
-        if records:
-            record = records[0]
-            try:
-                insert_spans(self.store, record.batch, record.token)
-            except Exception as exc:
-                self._store_failed(exc)
-                return
-            self._store_answered()
-            records.pop(0)
+        record = self.spool.next_pending()
+        if self._insert(record) is None:
+            self.spool.done()
             self.replayed_spans += record.batch.num_rows
-            self.written_spans += record.batch.num_rows
-        if not records:
-            self.spool.remove(segment)
-            self._draining = None
             if not self.spool.records:
                 log.info("spool drained")
+
+
+def _copy_outcome(source: Future, target: Future) -> None:
+    if source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(None)

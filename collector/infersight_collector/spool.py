@@ -1,15 +1,22 @@
-"""Append-only on-disk spool: batches the store could not take, kept until it can.
+"""Append-only on-disk spool: the write-ahead log of the writer, and the backlog while the store
+is down.
+
+Every group of requests the writer commits is appended here (one fsync for the group) before
+it is inserted, with the tokens of the client requests it holds, and marked done once it is in
+the store. So after a crash every group that may or may not have reached the store is still
+here: it is inserted again under the same deduplication token (ClickHouse drops it if it got
+there), and the request tokens it holds are known again, so a client re-sending one of those
+requests is acknowledged without storing it twice. When the store is down, groups stay here
+(acknowledged: they are durable) until it answers again.
 
 A spool is a directory of segment files (`00000001.spool`, ...). Each record is
 
     magic (4 bytes) | payload length (u32) | crc32 of payload (u32) | payload
 
-with the payload = token length (u16) | dedup token (utf-8) | Arrow IPC stream of the batch.
-
-Durability: `append()` writes the records of one group, then fsyncs the segment (and the
-directory when it created the segment) before returning, so a batch acknowledged after
-`append()` survives a crash of the process or the machine. Segments roll over at
-`segment_bytes`; the oldest is read first and deleted once every record in it is in the store.
+with the payload = token length (u16) | dedup token (utf-8) | Arrow IPC stream of the batch,
+whose schema metadata holds the request tokens. Segments roll over at `segment_bytes` and are
+deleted once every record in them is in the store; their request tokens are first appended to
+`requests.window` (fsynced), which keeps the last `window_requests` of them.
 
 On open, every segment is checked record by record. A torn or corrupt record (a crash during a
 write, a bad disk) ends that segment: the file is truncated there and a warning says how many
@@ -23,8 +30,9 @@ import os
 import struct
 import threading
 import zlib
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -34,7 +42,15 @@ MAGIC = b"ISP1"
 _HEADER = struct.Struct("<4sII")
 _TOKEN_LEN = struct.Struct("<H")
 _SUFFIX = ".spool"
+_REQUESTS_KEY = b"infersight.requests"
+WINDOW_FILE = "requests.window"
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+# Client request tokens remembered: a re-sent request among the last this many is not stored
+# again. At 500 spans a request that is 20 minutes at 100k spans/s.
+DEFAULT_WINDOW_REQUESTS = 250_000
+# Records appended by this process stay in memory until they are in the store, up to this
+# many bytes; past it (a long store outage) they are read back from disk.
+_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class SpoolFull(Exception):
@@ -45,22 +61,30 @@ class SpoolFull(Exception):
 class Record:
     token: str
     batch: pa.Table
+    requests: tuple[str, ...] = ()  # tokens of the client requests whose spans these are
 
 
 def encode(record: Record) -> bytes:
+    batch = record.batch
+    if record.requests:
+        batch = batch.replace_schema_metadata({_REQUESTS_KEY: "\n".join(record.requests)})
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, record.batch.schema) as writer:
-        writer.write_table(record.batch)
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_table(batch)
     token = record.token.encode()
     payload = _TOKEN_LEN.pack(len(token)) + token + sink.getvalue().to_pybytes()
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode_payload(payload: bytes) -> Record:
+def _decode_payload(payload: bytes, with_batch: bool = True) -> Record:
     (n,) = _TOKEN_LEN.unpack_from(payload)
     token = payload[_TOKEN_LEN.size:_TOKEN_LEN.size + n].decode()
     with pa.ipc.open_stream(payload[_TOKEN_LEN.size + n:]) as reader:
-        return Record(token, reader.read_all())
+        meta = reader.schema.metadata or {}
+        requests = tuple(meta[_REQUESTS_KEY].decode().split("\n")) if _REQUESTS_KEY in meta \
+            else ()
+        batch = reader.read_all().replace_schema_metadata(None) if with_batch else None
+    return Record(token, batch, requests)
 
 
 def _scan(path: str) -> tuple[list[tuple[int, int]], int]:
@@ -79,22 +103,51 @@ def _scan(path: str) -> tuple[list[tuple[int, int]], int]:
     return spans, offset
 
 
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(eq=False)
+class _Segment:
+    path: str
+    size: int = 0
+    live: int = 0  # records not yet in the store
+    requests: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    segment: _Segment
+    start: int
+    length: int
+    record: Record | None  # None: read it back from the segment
+
+
 class Spool:
     def __init__(self, directory: str, max_bytes: int,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES):
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 window_requests: int = DEFAULT_WINDOW_REQUESTS):
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.window_requests = window_requests
         self._lock = threading.Lock()
         os.makedirs(directory, exist_ok=True)
-        self._segments: list[str] = sorted(
-            os.path.join(directory, name) for name in os.listdir(directory)
-            if name.endswith(_SUFFIX))
+        self._window_path = os.path.join(directory, WINDOW_FILE)
+        self._window_lines = len(self._read_window())
+        self._segments: list[_Segment] = []
+        self._pending: deque[_Pending] = deque()
         self._bytes = 0
-        self._records = 0
-        for path in self._segments:
-            self._recover(path)
+        self._cached = 0
+        for name in sorted(os.listdir(directory)):
+            if name.endswith(_SUFFIX):
+                self._recover(os.path.join(directory, name))
         self._append_file = None
+        self._active: _Segment | None = None
 
     def _recover(self, path: str) -> None:
         spans, end = _scan(path)
@@ -106,8 +159,17 @@ class Spool:
             with open(path, "r+b") as f:
                 f.truncate(end)
                 os.fsync(f.fileno())
+        if not spans:  # nothing intact: nothing to replay
+            os.remove(path)
+            return
+        segment = _Segment(path, end, len(spans))
+        with open(path, "rb") as f:
+            data = f.read()
+        for s, n in spans:
+            segment.requests.extend(_decode_payload(data[s:s + n], with_batch=False).requests)
+            self._pending.append(_Pending(segment, s, n, None))
+        self._segments.append(segment)
         self._bytes += end
-        self._records += len(spans)
 
     @property
     def bytes(self) -> int:
@@ -115,79 +177,142 @@ class Spool:
 
     @property
     def records(self) -> int:
-        return self._records
+        """Records not yet in the store."""
+        return len(self._pending)
 
     def has_room(self, nbytes: int = 0) -> bool:
         return self._bytes + nbytes <= self.max_bytes
 
     def append(self, records: list[Record]) -> None:
         """Write `records` and fsync; raises SpoolFull (writing nothing) past `max_bytes`."""
-        data = b"".join(encode(r) for r in records)
+        encoded = [encode(r) for r in records]
+        size = sum(map(len, encoded))
         with self._lock:
-            if not self.has_room(len(data)):
+            if not self.has_room(size) and self._active is not None and not self._active.live:
+                self._retire(self._active)  # all of it is in the store: make room
+            if not self.has_room(size):
                 raise SpoolFull(f"spool at {self._bytes} of {self.max_bytes} bytes; "
-                                f"{len(data)} more do not fit")
-            f = self._writable()
-            f.write(data)
+                                f"{size} more do not fit")
+            f, segment = self._writable()
+            offset = segment.size
+            f.write(b"".join(encoded))
             f.flush()
             os.fsync(f.fileno())
-            self._bytes += len(data)
-            self._records += len(records)
+            segment.size += size
+            self._bytes += size
+            for record, data in zip(records, encoded):
+                keep = self._cached + record.batch.nbytes <= _CACHE_BYTES
+                self._cached += record.batch.nbytes if keep else 0
+                self._pending.append(_Pending(segment, offset + _HEADER.size,
+                                              len(data) - _HEADER.size, record if keep else None))
+                segment.live += 1
+                segment.requests.extend(record.requests)
+                offset += len(data)
 
     def _writable(self):
-        if self._append_file is not None and self._append_file.tell() < self.segment_bytes:
-            return self._append_file
-        if self._append_file is not None:
-            self._append_file.close()
-        last = int(os.path.basename(self._segments[-1])[:-len(_SUFFIX)]) if self._segments else 0
+        if self._active is not None and self._active.size < self.segment_bytes:
+            return self._append_file, self._active
+        if self._active is not None:
+            self._seal()
+        last = int(os.path.basename(self._segments[-1].path)[:-len(_SUFFIX)]) \
+            if self._segments else 0
         path = os.path.join(self.directory, f"{last + 1:08d}{_SUFFIX}")
         self._append_file = open(path, "ab")
-        self._segments.append(path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
+        self._active = _Segment(path)
+        self._segments.append(self._active)
+        _fsync_dir(self.directory)  # the new file's name must survive a crash too
+        return self._append_file, self._active
+
+    def _seal(self) -> None:
+        segment = self._active
+        self._append_file.close()
+        self._append_file = self._active = None
+        if not segment.live:
+            self._retire(segment)
+
+    def next_pending(self) -> Record | None:
+        """The oldest record not yet in the store; call `done()` once it is."""
+        with self._lock:
+            if not self._pending:
+                return None
+            p = self._pending[0]
+            if p.record is not None:
+                return p.record
+            with open(p.segment.path, "rb") as f:
+                f.seek(p.start)
+                return _decode_payload(f.read(p.length))
+
+    def done(self) -> None:
+        """The oldest pending record is in the store; delete its segment once all of it is."""
+        with self._lock:
+            p = self._pending.popleft()
+            if p.record is not None:
+                self._cached -= p.record.batch.nbytes
+            p.segment.live -= 1
+            if not p.segment.live and p.segment is not self._active:
+                self._retire(p.segment)
+
+    def _retire(self, segment: _Segment) -> None:
+        """Keep the segment's request tokens in the window file, then delete the segment."""
+        if segment is self._active:
+            self._append_file.close()
+            self._append_file = self._active = None
+        self._remember(segment.requests)
+        os.remove(segment.path)
+        self._segments.remove(segment)
+        self._bytes -= segment.size
+
+    def _read_window(self) -> list[str]:
         try:
-            os.fsync(dir_fd)  # the new file's name must survive a crash too
-        finally:
-            os.close(dir_fd)
-        return self._append_file
+            with open(self._window_path, encoding="utf-8", errors="replace") as f:
+                return [line for line in f.read().split("\n") if line]
+        except FileNotFoundError:
+            return []
 
-    def oldest(self) -> tuple[str, list[Record]] | None:
-        """The oldest segment that has records, and its records (one segment bounds memory).
-        Call `remove(segment)` once they are all in the store."""
-        with self._lock:
-            for path in list(self._segments):
-                if self._append_file is not None and path == self._append_file.name:
-                    # Seal the segment being appended to, so it can be drained and removed.
-                    self._append_file.close()
-                    self._append_file = None
-                spans, _ = _scan(path)
-                if not spans:  # emptied by recovery: nothing to drain
-                    os.remove(path)
-                    self._segments.remove(path)
-                    continue
-                with open(path, "rb") as f:
-                    data = f.read()
-                return path, [_decode_payload(data[s:s + n]) for s, n in spans]
-            return None
+    def _remember(self, tokens: list[str]) -> None:
+        if not tokens:
+            return
+        if self._window_lines + len(tokens) > 2 * self.window_requests:
+            keep = (self._read_window() + tokens)[-self.window_requests:]
+            tmp = self._window_path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write("".join(t + "\n" for t in keep))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._window_path)
+            _fsync_dir(self.directory)
+            self._window_lines = len(keep)
+            return
+        with open(self._window_path, "a", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in tokens))
+            f.flush()
+            os.fsync(f.fileno())
+        self._window_lines += len(tokens)
 
-    def remove(self, segment: str) -> None:
+    def recent_requests(self) -> list[str]:
+        """Tokens of the client requests made durable lately, oldest first: those in the
+        window file, then those of the segments still here."""
         with self._lock:
-            spans, end = _scan(segment)
-            os.remove(segment)
-            self._segments.remove(segment)
-            self._bytes -= end
-            self._records -= len(spans)
+            tokens = self._read_window()
+            for segment in self._segments:
+                tokens.extend(segment.requests)
+            return tokens[-self.window_requests:]
 
     def __iter__(self) -> Iterator[Record]:
-        """Every record in the spool, oldest first (for inspection and tests)."""
-        for path in list(self._segments):
-            spans, _ = _scan(path)
-            with open(path, "rb") as f:
-                data = f.read()
-            for s, n in spans:
-                yield _decode_payload(data[s:s + n])
+        """Every record not yet in the store, oldest first (for inspection and tests)."""
+        with self._lock:
+            pending = list(self._pending)
+        for p in pending:
+            if p.record is not None:
+                yield p.record
+            else:
+                with open(p.segment.path, "rb") as f:
+                    f.seek(p.start)
+                    yield _decode_payload(f.read(p.length))
 
     def close(self) -> None:
+        """Close the segment being appended to; delete it when all of it is in the store
+        (after a crash it is replayed instead, and the store drops what it has)."""
         with self._lock:
-            if self._append_file is not None:
-                self._append_file.close()
-                self._append_file = None
+            if self._active is not None:
+                self._seal()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pyarrow as pa
 import pytest
 
-from infersight_collector.pipeline import Overloaded, Pipeline, content_token
+from infersight_collector.pipeline import Overloaded, Pipeline, content_token, group_token
 from infersight_collector.spool import Record, Spool
 from infersight_collector.store import insert_spans
 
@@ -79,3 +80,89 @@ def test_a_spool_left_by_a_crash_is_replayed_on_start_without_duplicates(store, 
         pipeline.stop()
     assert stored(store) == (50, 50)
     assert pipeline.replayed_spans == 50  # all five replayed; the store dropped two
+
+
+class CountingStore:
+    """The real store, counting inserts."""
+
+    def __init__(self, store):
+        self.store, self.database, self.inserts = store, store.database, 0
+
+    def insert_arrow(self, table, data, dedup_token=None):
+        self.inserts += 1
+        self.store.insert_arrow(table, data, dedup_token)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_queued_requests_are_committed_as_one_group(store, span_batch, tmp_path):
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting, spool=Spool(str(tmp_path), 1 << 24))  # not started yet
+    futures = [pipeline.submit(span_batch(10)) for _ in range(30)]
+    pipeline.start()
+    try:
+        for f in futures:
+            f.result(10)
+    finally:
+        pipeline.stop()
+    assert counting.inserts == 1
+    assert stored(store) == (300, 300)
+    assert pipeline.spool.records == 0
+
+
+def test_a_request_resent_after_a_restart_is_acknowledged_and_stored_once(store, span_batch,
+                                                                           tmp_path):
+    """The client lost the reply to a request that was stored, the collector restarted, and
+    the client sends the same request again."""
+    batches = [span_batch(20) for _ in range(3)]
+    pipeline = Pipeline(store, spool=Spool(str(tmp_path), 1 << 24)).start()
+    for b in batches:
+        pipeline.submit(b).result(10)
+    pipeline.stop()
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting, spool=Spool(str(tmp_path), 1 << 24)).start()
+    try:
+        for b in batches:
+            pipeline.submit(b).result(10)
+        pipeline.submit(batches[0]).result(10)  # and once more in the same life
+    finally:
+        pipeline.stop()
+    assert counting.inserts == 0 and pipeline.duplicate_requests == 4
+    assert stored(store) == (60, 60)
+
+
+def test_a_request_resent_while_queued_is_stored_once(store, span_batch, tmp_path):
+    pipeline = Pipeline(store, spool=Spool(str(tmp_path), 1 << 24))
+    batch = span_batch(15)
+    first, again = pipeline.submit(batch), pipeline.submit(batch)
+    pipeline.start()
+    try:
+        first.result(10), again.result(10)
+    finally:
+        pipeline.stop()
+    assert stored(store) == (15, 15)
+
+
+def test_a_crash_between_insert_and_done_replays_without_duplicates(store, span_batch,
+                                                                    tmp_path):
+    """The group reached the store but the collector died before marking it done: on start
+    it is inserted again under its group token (dropped by the store), and its requests are
+    recognised when their clients re-send them."""
+    batches = [span_batch(10) for _ in range(4)]
+    tokens = tuple(content_token(b) for b in batches)
+    group = Record(group_token(tokens), pa.concat_tables(batches), tokens)
+    spool = Spool(str(tmp_path), 1 << 24)
+    spool.append([group])
+    spool.close()
+    insert_spans(store, group.batch, group.token)
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting, spool=Spool(str(tmp_path), 1 << 24)).start()
+    try:
+        wait_until(lambda: pipeline.spool.records == 0)
+        for b in batches:
+            pipeline.submit(b).result(10)
+    finally:
+        pipeline.stop()
+    assert counting.inserts == 1  # the replay; the re-sent requests were not inserted
+    assert stored(store) == (40, 40)

@@ -52,12 +52,50 @@ def test_append_past_the_cap_raises_and_writes_nothing(tmp_path, span_batch):
     assert spool.records == 1 and [r.token for r in spool] == ["a"]
 
 
+def segments(path) -> list[str]:
+    return sorted(n for n in os.listdir(path) if n.endswith(".spool"))
+
+
 def test_segments_roll_over_and_drained_ones_are_deleted(tmp_path, span_batch):
     spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1)
     for i in range(3):
         spool.append([Record(f"t{i}", span_batch(2))])
-    assert len(os.listdir(tmp_path)) == 3
-    segment, records = spool.oldest()
-    assert [r.token for r in records] == ["t0"]
-    spool.remove(segment)
-    assert spool.records == 2 and len(os.listdir(tmp_path)) == 2
+    assert len(segments(tmp_path)) == 3
+    assert spool.next_pending().token == "t0"
+    spool.done()
+    assert spool.records == 2 and len(segments(tmp_path)) == 2
+    assert spool.next_pending().token == "t1"
+
+
+def test_request_tokens_outlive_their_segment_and_a_reopen(tmp_path, span_batch):
+    """A group's request tokens are what lets a re-sent request be recognised after a
+    crash; they must survive the deletion of the segment that held the group."""
+    spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1)
+    spool.append([Record("g1", span_batch(2), ("r1", "r2"))])
+    spool.append([Record("g2", span_batch(2), ("r3",))])
+    spool.done()  # g1 is in the store: its segment goes, its tokens stay
+    assert len(segments(tmp_path)) == 1
+    spool.close()
+    reopened = Spool(str(tmp_path), max_bytes=1 << 24)
+    assert reopened.recent_requests() == ["r1", "r2", "r3"]
+    assert [(r.token, r.requests) for r in reopened] == [("g2", ("r3",))]
+
+
+def test_the_request_window_keeps_the_latest(tmp_path, span_batch):
+    spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1, window_requests=3)
+    for i in range(10):
+        spool.append([Record(f"g{i}", span_batch(1), (f"r{i}",))])
+        spool.done()
+    assert Spool(str(tmp_path), 1 << 24, window_requests=3).recent_requests() == \
+        ["r7", "r8", "r9"]
+
+
+def test_a_segment_all_in_the_store_makes_room(tmp_path, span_batch):
+    """The segment being appended to is deleted early when the cap is near and all of it is
+    in the store, so a spool that keeps up never reports itself full."""
+    one = Record("a", span_batch(10))
+    spool = Spool(str(tmp_path), max_bytes=int(len(encode(one)) * 1.5))
+    for i in range(5):
+        spool.append([Record(f"g{i}", span_batch(10))])
+        spool.done()
+    assert spool.records == 0 and spool.bytes <= spool.max_bytes
