@@ -1,4 +1,4 @@
-"""The `infersight` command: serve, collector, dashboard, demo, loadgen, migrate.
+"""The `infersight` command: serve, collector, dashboard, demo, loadgen, alerts, migrate.
 
 `serve` runs the collector and the dashboard in one process on the embedded store (chDB allows
 one process per data directory). `collector` and `dashboard` run apart against a ClickHouse
@@ -62,8 +62,23 @@ def _start_dashboard(store, args: argparse.Namespace) -> None:
              args.dashboard_port)
 
 
-def _shutdown(pipeline, server, store) -> None:
+def _start_alerts(store, args: argparse.Namespace):
+    """The alert evaluator on its own thread, or None without a rule file."""
+    if not args.alert_rules:
+        return None
+    from .alerts import Evaluator, Notifier, load_rules
+
+    rules = load_rules(args.alert_rules)
+    evaluator = Evaluator(store, rules, Notifier()).start(args.alert_interval)
+    log.info("alerts: %d rules from %s, evaluated every %g s", len(rules.rules),
+             args.alert_rules, args.alert_interval)
+    return evaluator
+
+
+def _shutdown(pipeline, server, store, alerts=None) -> None:
     log.info("shutting down: finishing in-flight requests and writing accepted spans")
+    if alerts is not None:
+        alerts.stop()
     server.stop(grace=10).wait()
     pipeline.stop()
     store.close()
@@ -72,17 +87,19 @@ def _shutdown(pipeline, server, store) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     store = _open_store(args)
     pipeline, server = _start_collector(store, args)
+    alerts = _start_alerts(store, args)
     _start_dashboard(store, args)
     _wait_for_signal()
-    _shutdown(pipeline, server, store)
+    _shutdown(pipeline, server, store, alerts)
     return 0
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
     store = _open_store(args)
     pipeline, server = _start_collector(store, args)
+    alerts = _start_alerts(store, args)
     _wait_for_signal()
-    _shutdown(pipeline, server, store)
+    _shutdown(pipeline, server, store, alerts)
     return 0
 
 
@@ -148,6 +165,55 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alert_rules(args: argparse.Namespace):
+    """The validated rule file, or None after printing what is wrong with it."""
+    from .alerts import RuleError, load_rules
+
+    if not args.alert_rules:
+        print("name the rule file: --alert-rules FILE or INFERSIGHT_ALERT_RULES", file=sys.stderr)
+        return None
+    try:
+        return load_rules(args.alert_rules)
+    except RuleError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_alerts_test(args: argparse.Namespace) -> int:
+    from .alerts import Notifier, sample_event
+
+    rules = _alert_rules(args)
+    if rules is None:
+        return 2
+    try:
+        rule = rules.get(args.rule)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    targets = rules.targets(rule.name)
+    if not targets:
+        print(f"rule {rule.name} has no `notify:` targets to send to", file=sys.stderr)
+        return 2
+    event = sample_event(rule)
+    sender = Notifier(attempts=args.attempts)
+    failed = 0
+    for target in targets:
+        ok = sender.deliver(target, event)
+        failed += not ok
+        print(f"{target.name} ({target.format}, {target.url}): "
+              f"{'delivered' if ok else 'FAILED, see the log above'}")
+    sender.stop()
+    return 1 if failed else 0
+
+
+def cmd_alerts_check(args: argparse.Namespace) -> int:
+    rules = _alert_rules(args)
+    if rules is None:
+        return 2
+    print(f"{len(rules.rules)} rules and {len(rules.notifiers)} notifiers are valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infersight", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dashboard-port", type=int,
                            default=_env_int("INFERSIGHT_DASHBOARD_PORT", 8050))
 
+    def alert_flags(p: argparse.ArgumentParser, schedule: bool = True) -> None:
+        p.add_argument("--alert-rules", default=os.environ.get("INFERSIGHT_ALERT_RULES", ""),
+                       help="YAML alert rule file (docs/alerts.md); alerts are off without one")
+        if schedule:
+            p.add_argument("--alert-interval", type=float,
+                           default=float(os.environ.get("INFERSIGHT_ALERT_INTERVAL", 60)),
+                           help="seconds between rule evaluations (default 60)")
+
     def spool_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--spool-dir", default=os.environ.get("INFERSIGHT_SPOOL_DIR", ""),
                        help="where batches wait while the store is down (default DATA_DIR/spool)")
@@ -204,12 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="collector + dashboard on the embedded store")
     store_flags(p)
     spool_flags(p)
+    alert_flags(p)
     listen_flags(p, grpc=True, dashboard=True)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("collector", help="the OTLP collector alone")
     store_flags(p)
     spool_flags(p)
+    alert_flags(p)
     listen_flags(p, grpc=True, dashboard=False)
     p.set_defaults(func=cmd_collector)
 
@@ -245,6 +321,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spans-per-request", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_loadgen)
+
+    p = sub.add_parser("alerts", help="check an alert rule file, or send a rule's test "
+                                      "notification")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("test", help="send a sample ALERT for RULE to its webhooks")
+    a.add_argument("rule", metavar="RULE")
+    alert_flags(a, schedule=False)
+    a.add_argument("--attempts", type=int, default=3, help="tries per webhook (default 3)")
+    a.set_defaults(func=cmd_alerts_test)
+    a = actions.add_parser("check", help="validate the rule file and report every problem")
+    alert_flags(a, schedule=False)
+    a.set_defaults(func=cmd_alerts_check)
 
     p = sub.add_parser("migrate", help="create or upgrade the schema")
     store_flags(p)

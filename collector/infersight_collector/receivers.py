@@ -7,6 +7,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from .alerts.spend import add_spend_service
 from .auth import ApiKeys
 from .decode import Limits
 from .feedback import add_feedback_service
@@ -44,6 +45,7 @@ class Receivers:
                                              max_message_bytes=s.max_message_bytes, **common)
         self.grpc_port = grpc_port
         add_feedback_service(self.grpc, store, keys)
+        add_spend_service(self.grpc, store, keys)
         self.http = create_http_server(pipeline, s.host, s.http_port,
                                        max_body_bytes=s.max_message_bytes, **common)
         self.ready = threading.Event()

@@ -1,4 +1,5 @@
-"""Pieces every page uses: the empty state, the look of a chart, version-change marks, KPIs."""
+"""Pieces every page uses: the empty state, the look of a chart, version-change and alert
+marks, KPIs."""
 
 from __future__ import annotations
 
@@ -49,6 +50,19 @@ def mark_version_changes(figure: go.Figure, changes: pd.DataFrame,
             figure.add_annotation(x=at, xref="x", y=1, yref="paper", text=str(row.version),
                                   showarrow=False, xanchor="left", yanchor="top",
                                   font={"size": 10, "color": _VERSION_MARK_COLOR})
+    return figure
+
+
+_ALERT_PERIOD_COLORS = {"ALERT": "#dc2626", "WARNING": "#f59e0b"}
+
+
+def mark_alert_periods(figure: go.Figure, periods: pd.DataFrame) -> go.Figure:
+    """A shaded band, red for ALERT and amber for WARNING, over each period an alert rule was
+    in that state (`queries.alert_periods`), behind the data."""
+    for row in periods.itertuples(index=False):
+        figure.add_vrect(x0=row.start.to_pydatetime(), x1=row.end.to_pydatetime(),
+                         fillcolor=_ALERT_PERIOD_COLORS[row.state], opacity=0.12, line_width=0,
+                         layer="below", name=f"{row.state} {row.rule} {row.group}".strip())
     return figure
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from . import _export, _state, config, pricing
 from ._export import CountingProcessor
+from .budget import Budget, BudgetExceeded, BudgetWarning, SpendProcessor, budget
 from .context import extract, feature, inject, session, tenant, user
 from .feedback import feedback
 from .instrumentors.anthropic import AnthropicInstrumentor
@@ -35,7 +37,8 @@ from .instrumentors.transformers import TransformersInstrumentor
 from .observe import observe, watch
 
 __all__ = ["instrument", "uninstrument", "flush", "feature", "user", "session", "tenant",
-           "observe", "watch", "stats", "inject", "extract", "feedback"]
+           "observe", "watch", "stats", "inject", "extract", "feedback", "budget", "Budget",
+           "BudgetExceeded", "BudgetWarning"]
 __version__ = "0.1.0"
 
 log = logging.getLogger("infersight")
@@ -55,6 +58,7 @@ _instrumentors = [  # one line per instrumented library
 _provider: TracerProvider | None = None
 _instrumented = False
 _warned: set[str] = set()
+_spend_counted: "weakref.WeakSet[TracerProvider]" = weakref.WeakSet()  # has our SpendProcessor
 
 
 def _exporter(settings: config.Settings):
@@ -86,15 +90,25 @@ def _choose_provider(settings: config.Settings, given: TracerProvider | None) ->
     return provider
 
 
+def _add_spend_processor(provider: TracerProvider) -> None:
+    """Counts spend for budgets; once per provider, however often `instrument()` names it (each
+    processor is called for every span of the provider)."""
+    if hasattr(provider, "add_span_processor") and provider not in _spend_counted:
+        provider.add_span_processor(SpendProcessor())
+        _spend_counted.add(provider)
+
+
 def instrument(service_name: str | None = None, *, endpoint: str | None = None,
                api_key: str | None = None, capture_content: bool | None = None,
                tracer_provider: TracerProvider | None = None,
-               prices: str | os.PathLike | dict | None = None) -> None:
+               prices: str | os.PathLike | dict | None = None,
+               budgets: list[dict] | None = None) -> None:
     """Trace every supported model and LLM call in this process. Safe to call twice;
     never raises: a bad setting is reported once as a warning and tracing stays off.
     `tracer_provider` sends the spans to that provider instead of the app's or a new one.
     `prices` adds or overrides price entries (a JSON file or a dict, see `pricing`); bad
-    entries are reported and the bundled prices are used."""
+    entries are reported and the bundled prices are used. `budgets` is a list of
+    `infersight.budget(...)` keyword dicts, e.g. [{"feature": "chat", "usd_per_day": 50}]."""
     global _provider, _instrumented
     if prices is not None:
         try:
@@ -110,6 +124,7 @@ def instrument(service_name: str | None = None, *, endpoint: str | None = None,
             if _provider is None or tracer_provider is not None:
                 _provider = _choose_provider(settings, tracer_provider)
                 _state.tracer = _provider.get_tracer("infersight", __version__)
+                _add_spend_processor(_provider)
             if not _instrumented:
                 for instrumentor in _instrumentors:
                     instrumentor.instrument()
@@ -119,6 +134,11 @@ def instrument(service_name: str | None = None, *, endpoint: str | None = None,
         if message not in _warned:
             _warned.add(message)
             log.warning("infersight: instrument() failed, tracing is off: %s", message)
+    for spec in budgets or ():
+        try:
+            budget(**{"endpoint": endpoint, "api_key": api_key, **spec})
+        except (TypeError, ValueError) as exc:
+            log.warning("infersight: budget %r not set: %s", spec, exc)
 
 
 def uninstrument() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from infersight_dashboard import drift
+from infersight_collector import drift
 
 # 0.000, 0.001, ..., 0.999: each reference decile bin holds exactly 100 values.
 REFERENCE = np.arange(1000) / 1000

@@ -25,9 +25,10 @@ SPANS_TABLE = "otel_traces"
 ROLLUP_TABLE = "otel_traces_1m"
 ROLLUP_VIEW = "otel_traces_1m_mv"
 FEEDBACK_TABLE = "feedback"
+ALERTS_TABLE = "alerts"
 MIGRATIONS_TABLE = "schema_migrations"
 # Tables with rows (not views); tests empty these between cases.
-DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE)
+DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE, ALERTS_TABLE)
 
 # Inserts recently seen per table, by deduplication token: a retried or replayed insert within
 # this many blocks is dropped by ClickHouse. Replicated tables keep their own window
@@ -235,6 +236,29 @@ def _feedback(t: Target) -> list[str]:
         shard_key="cityHash64(TraceId)")
 
 
+# One row per state change of an alert rule (per group when the rule is grouped).
+_ALERTS_BODY = """    Timestamp DateTime64(3) CODEC(Delta, ZSTD(1)),
+    Rule LowCardinality(String) CODEC(ZSTD(1)),
+    Kind LowCardinality(String) CODEC(ZSTD(1)),
+    GroupKey String CODEC(ZSTD(1)),
+    State LowCardinality(String) CODEC(ZSTD(1)),
+    PreviousState LowCardinality(String) CODEC(ZSTD(1)),
+    Value Nullable(Float64) CODEC(ZSTD(1)),
+    Threshold Nullable(Float64) CODEC(ZSTD(1)),
+    Message String CODEC(ZSTD(1)),
+    WindowStart DateTime64(3) CODEC(ZSTD(1)),
+    WindowEnd DateTime64(3) CODEC(ZSTD(1)),
+    Scope Map(LowCardinality(String), String) CODEC(ZSTD(1))"""
+
+
+def _alerts(t: Target) -> list[str]:
+    return create_table(
+        t, ALERTS_TABLE, _ALERTS_BODY, "MergeTree",
+        "PARTITION BY toYYYYMM(Timestamp)\nORDER BY (Rule, GroupKey, Timestamp)\n"
+        f"{_ttl('toDateTime(Timestamp)', t)}",
+        shard_key="cityHash64(Rule)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -247,6 +271,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "deduplication window for idempotent span inserts", _dedup_window),
     Migration(3, "per-minute rollup fed by a materialized view", _rollup),
     Migration(4, "feedback table", _feedback),
+    Migration(5, "alerts table: alert rule state transitions", _alerts),
 )
 
 # Tables with a retention TTL, and the column it is counted from.
@@ -254,6 +279,7 @@ TTL_COLUMNS: dict[str, str] = {
     SPANS_TABLE: "toDateTime(Timestamp)",
     ROLLUP_TABLE: "Minute",
     FEEDBACK_TABLE: "toDateTime(Timestamp)",
+    ALERTS_TABLE: "toDateTime(Timestamp)",
 }
 
 # Columns our collector writes; everything else in otel_traces is a DEFAULT.

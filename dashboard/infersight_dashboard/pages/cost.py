@@ -19,7 +19,7 @@ from infersight.pricing import Usage, cost_usd
 from infersight_dashboard import queries
 from infersight_dashboard.app import get_store
 from infersight_dashboard.components import (
-    empty_state, mark_version_changes, style_figure, trace_href,
+    empty_state, mark_alert_periods, mark_version_changes, style_figure, trace_href,
 )
 from infersight_dashboard.filters import View
 
@@ -109,6 +109,8 @@ def update(search, _n_intervals):
     style_figure(over_time, (start, end), barmode="stack", yaxis_tickprefix="$",
                  legend_title_text="")
     mark_version_changes(over_time, queries.version_changes(store, start, end, view.filters))
+    mark_alert_periods(over_time, queries.alert_periods(store, start, end,
+                                                        kinds=queries.COST_ALERT_KINDS))
     by = {key: _by_figure(queries.cost_by(store, start, end, key, view.filters, limit=TOP_N))
           for key in ("model", "user", "tenant")}
     month_start, month_end = month_bounds(end)

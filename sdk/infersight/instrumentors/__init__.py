@@ -20,6 +20,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import _state
 from .. import attributes as A
+from ..budget import budgets as _budgets
+from ..budget import enforce as _enforce_budgets
 from ..context import current_tags
 from ..pricing import Usage, cost_usd
 
@@ -213,19 +215,20 @@ class Stream(wrapt.ObjectProxy):
     def __iter__(self):
         return self
 
-    def __next__(self):
+    def __next__(self):  # per chunk: kept to one call into StreamState
+        state = self._self_state
         step = self._self_next
         if step is None:  # an iterable such as botocore's EventStream
             step = self._self_next = iter(self.__wrapped__).__next__
         try:
             item = step()
         except StopIteration:
-            self._self_state.end()
+            state.end()
             raise
         except Exception as exc:
-            self._self_state.end(exc)
+            state.end(exc)
             raise
-        self._self_state.add(item)
+        state.add(item)
         return item
 
     def __enter__(self):
@@ -261,15 +264,16 @@ class AsyncStream(wrapt.ObjectProxy):
         step = self._self_next
         if step is None:
             step = self._self_next = self.__wrapped__.__aiter__().__anext__
+        state = self._self_state
         try:
             item = await step()
         except StopAsyncIteration:
-            self._self_state.end()
+            state.end()
             raise
         except Exception as exc:
-            self._self_state.end(exc)
+            state.end(exc)
             raise
-        self._self_state.add(item)
+        state.add(item)
         return item
 
     async def __aenter__(self):
@@ -341,6 +345,8 @@ class Operation:
         def traced(wrapped, instance, args, kwargs):
             if suppressed():
                 return wrapped(*args, **kwargs)
+            if _budgets:  # spend limits act before the provider is called
+                kwargs = _enforce_budgets(self.request, instance, args, kwargs)
             call = self.begin(instance, args, kwargs)
             if call is None:
                 return wrapped(*args, **kwargs)
@@ -360,6 +366,8 @@ class Operation:
         async def traced(wrapped, instance, args, kwargs):
             if suppressed():
                 return await wrapped(*args, **kwargs)
+            if _budgets:
+                kwargs = _enforce_budgets(self.request, instance, args, kwargs)
             call = self.begin(instance, args, kwargs)
             if call is None:
                 return await wrapped(*args, **kwargs)

@@ -78,7 +78,7 @@ def _tool_names(message: Any) -> list[str]:
     return [call.function.name for call in calls] if isinstance(calls, list) else []
 
 
-def _envelope(response: Any, request_model: str | None, attrs: dict[str, Any]) -> None:
+def _envelope(response: Any, attrs: dict[str, Any]) -> None:
     if getattr(response, "model", None):
         attrs[A.RESPONSE_MODEL] = response.model
     if getattr(response, "id", None):
@@ -87,7 +87,7 @@ def _envelope(response: Any, request_model: str | None, attrs: dict[str, Any]) -
 
 def response_attributes(response: Any, request_model: str | None) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    _envelope(response, request_model, attrs)
+    _envelope(response, attrs)
     choices = response.choices or ()
     reasons = [str(c.finish_reason) for c in choices if c.finish_reason]
     if reasons:
@@ -117,7 +117,7 @@ class ChunkAccumulator:
     def add(self, event: Any) -> None:
         chunk = event.data
         if not self.envelope:
-            _envelope(chunk, self.request_model, self.envelope)
+            _envelope(chunk, self.envelope)
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices or ():

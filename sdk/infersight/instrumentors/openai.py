@@ -207,7 +207,9 @@ def _tool_name(call: Any) -> str | None:
 def _parsed(result: Any) -> Any:
     """The model object of a result; `with_raw_response` gives a LegacyAPIResponse whose parse
     openai caches. Other raw responses are left alone: parsing would read the caller's body."""
-    if hasattr(result, "http_response"):
+    # Looked up in the instance dict: `hasattr` on a pydantic model, the usual result, makes
+    # its __getattr__ raise and catch an AttributeError (~1.5 us per call).
+    if "http_response" in getattr(result, "__dict__", ()):
         return result.parse() if type(result).__name__ == "LegacyAPIResponse" else None
     return result
 

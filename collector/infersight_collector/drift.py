@@ -6,8 +6,10 @@ with empty bins floored at `EPSILON` so the logarithm stays finite. Read it as: 
 real change, 0.1 to 0.2 a moderate shift worth a look, above 0.2 a significant shift.
 KS distance: the largest gap between the two empirical CDFs (0 = identical, 1 = disjoint).
 
-Samples come as values with optional weights (counts), so a histogram from SQL
-(`queries.confidence_histogram`) is as good an input as raw values.
+Samples come as values with optional weights (counts), so a histogram from SQL (the
+dashboard's `queries.confidence_histogram`) or evenly spaced quantiles read from the rollup's
+confidence state (the collector's drift alert rule) are as good an input as raw values. Lives
+in the collector so both the dashboard and the alert evaluator use this one copy.
 """
 
 from __future__ import annotations
