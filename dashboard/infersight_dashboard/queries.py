@@ -15,14 +15,15 @@ per-bucket call counts are small enough that an approximate quantile would visib
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import datetime, timezone
+from dataclasses import asdict, replace
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
 from infersight import attributes as A
 from infersight_collector.store import Store
-from infersight_collector.store.schema import SPANS_TABLE
+from infersight_collector.store.schema import ALERTS_TABLE, FEEDBACK_TABLE, SPANS_TABLE
+from infersight_dashboard.auth import current_project
 from infersight_dashboard.filters import Filters
 
 # Bucket widths a time axis reads well in: each divides the next larger unit evenly.
@@ -33,6 +34,18 @@ _MAX_POINTS = 120
 
 # Below this many calls in a bucket an error rate says more about chance than about the model.
 MIN_CALLS_FOR_RATE = 5
+
+# Feedback is negative when its score is below NEGATIVE_SCORE_BELOW (scores run from 0, thumbs
+# down, to 1, thumbs up, as the Feedback proto suggests) or its label, lower-cased, is one of
+# NEGATIVE_LABELS. Feedback with neither a score nor a label (a bare comment) is no verdict.
+NEGATIVE_SCORE_BELOW = 0.5
+NEGATIVE_LABELS = ("bad", "hallucination", "harmful", "incorrect", "negative", "off-topic",
+                   "thumbs_down", "unhelpful", "wrong")
+# Below this many verdicts a share of negative feedback is mostly chance.
+MIN_FEEDBACK_FOR_SHARE = 5
+# Feedback arrives after the call it is about: it is looked for this far either side of the
+# window (either side, because the service's clock and the reviewer's can disagree).
+FEEDBACK_LAG = timedelta(days=7)
 
 NO_VALUE = "(none)"  # the label of an empty dimension value
 # How each dimension reads: the label a person sees is also what a filter matches.
@@ -58,11 +71,20 @@ _WHERE = f"{_WINDOW} AND Operation != ''" + "".join(
     f" AND ({{{key}:String}} = '' OR {_DIMENSIONS[key]} = {{{key}:String}})"
     for key in asdict(Filters())
 )
+_PROJECT = f"({{project:String}} = '' OR {_DIMENSIONS['project']} = {{project:String}})"
+_ALERT_PROJECT = "({project:String} = '' OR Scope['project'] = {project:String})"
 _BUCKET = ("toDateTime64(toStartOfInterval(Timestamp, INTERVAL {bucket:UInt32} SECOND, 'UTC'),"
            " 3, 'UTC')")
 _ERROR = "StatusCode = 'Error'"
 _TOKENS = "(InputTokens + OutputTokens)"
 _MEAN_TIME = "avg(toUnixTimestamp64Milli(Timestamp))"
+
+_FEEDBACK_BUCKET = _BUCKET.replace("(Timestamp,", "(at,")  # bucketed by the call's time
+_FEEDBACK_COLUMNS = (
+    "count() AS feedback, count(score) AS scored, ifNull(avg(score), nan) AS mean_score,"
+    " countIf(negative) AS negative,"
+    " if(feedback >= {min_feedback:UInt32}, negative / feedback, nan) AS negative_share"
+)
 
 
 def choose_bucket_seconds(start: datetime, end: datetime) -> int:
@@ -120,7 +142,7 @@ def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame
         SELECT kv.1 AS key, kv.2 AS value, count() AS calls
         FROM {_table(store)}
         ARRAY JOIN [{pairs}] AS kv
-        WHERE {_WINDOW} AND Operation != ''
+        WHERE {_WINDOW} AND Operation != '' AND {_PROJECT}
         GROUP BY key, value
         ORDER BY key, calls DESC, value
     """
@@ -354,19 +376,93 @@ def trace_spans(store: Store, start: datetime, end: datetime, trace_id: str) -> 
                SpanAttributes[{{input_key:String}}] AS input_messages,
                SpanAttributes[{{output_key:String}}] AS output_messages
         FROM {_table(store)}
-        WHERE {_WINDOW} AND TraceId = {{trace_id:String}}
+        WHERE {_WINDOW} AND TraceId = {{trace_id:String}} AND {_PROJECT}
         ORDER BY start_ns, span_id
     """
-    return store.query(sql, {**_window(start, end), "trace_id": trace_id.strip().lower(),
-                             "input_key": A.INPUT_MESSAGES, "output_key": A.OUTPUT_MESSAGES})
+    return store.query(sql, _params(start, end, None, trace_id=trace_id.strip().lower(),
+                                    input_key=A.INPUT_MESSAGES, output_key=A.OUTPUT_MESSAGES))
+
+
+def feedback_timeseries(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+                        filters: Filters | None = None,
+                        min_feedback: int = MIN_FEEDBACK_FOR_SHARE) -> pd.DataFrame:
+    """Feedback per bucket (of the time of the call it is about) and (model, version): bucket,
+    model, version, feedback, scored, mean_score (NaN without scores), negative,
+    negative_share (NaN below `min_feedback` verdicts). `_verdicts` says which count."""
+    sql = f"""
+        SELECT {_FEEDBACK_BUCKET} AS bucket, model, version, {_FEEDBACK_COLUMNS}
+        FROM ({_verdicts(store)})
+        GROUP BY bucket, model, version
+        ORDER BY bucket, model, version
+    """
+    return store.query(sql, _feedback_params(start, end, filters, bucket=int(bucket_seconds),
+                                             min_feedback=int(min_feedback)))
+
+
+def feedback_summary(store: Store, start: datetime, end: datetime,
+                     filters: Filters | None = None,
+                     min_feedback: int = MIN_FEEDBACK_FOR_SHARE) -> pd.DataFrame:
+    """Feedback per (model, version), oldest version first: model, version, feedback, scored,
+    mean_score, negative, negative_share (as in `feedback_timeseries`)."""
+    sql = f"""
+        SELECT model, version, {_FEEDBACK_COLUMNS}
+        FROM ({_verdicts(store)})
+        GROUP BY model, version
+        ORDER BY model, avg(toUnixTimestamp64Milli(at)), version
+    """
+    return store.query(sql, _feedback_params(start, end, filters,
+                                             min_feedback=int(min_feedback)))
 
 
 def _table(store: Store) -> str:
     return f"{store.database}.{SPANS_TABLE}"
 
 
+def _verdicts(store: Store) -> str:
+    """One row per verdict and (model, version) it is about: at (the first such call's time),
+    score, negative. Feedback joins the AI calls in the window by TraceId, and by SpanId when
+    it names a span; without one it is about every call of the trace, counted once per
+    version. Grouping by FeedbackId also folds a retried insert into one verdict."""
+    negative_labels = ", ".join(f"'{label}'" for label in NEGATIVE_LABELS)
+    return f"""
+        SELECT f.FeedbackId, s.model AS model, s.version AS version, min(s.call_time) AS at,
+               any(f.Score) AS score,
+               max(ifNull(f.Score < {NEGATIVE_SCORE_BELOW!r}, 0)
+                   OR lower(f.Label) IN ({negative_labels})) AS negative
+        FROM {store.database}.{FEEDBACK_TABLE} AS f
+        INNER JOIN (
+            SELECT TraceId, SpanId, Timestamp AS call_time, {_FAMILY} AS model,
+                   {_VERSION} AS version
+            FROM {_table(store)}
+            WHERE {_WHERE}
+        ) AS s ON f.TraceId = s.TraceId
+        WHERE f.Timestamp >= {{feedback_start:DateTime64(3, 'UTC')}}
+          AND f.Timestamp < {{feedback_end:DateTime64(3, 'UTC')}}
+          AND (f.SpanId = '' OR f.SpanId = s.SpanId)
+          AND (f.Score IS NOT NULL OR f.Label != '')
+        GROUP BY f.FeedbackId, model, version
+    """
+
+
+def _feedback_params(start: datetime, end: datetime, filters: Filters | None, **extra) -> dict:
+    lag = FEEDBACK_LAG
+    return _params(start, end, filters, feedback_start=_utc_text(start - lag),
+                   feedback_end=_utc_text(end + lag), **extra)
+
+
 def _params(start: datetime, end: datetime, filters: Filters | None, **extra) -> dict:
-    return {**_window(start, end), **asdict(filters or Filters()), **extra}
+    """Query parameters; a user bound to a project gets that project whatever was asked, so
+    no filter value or crafted callback reaches another project's rows."""
+    filters = filters or Filters()
+    bound = current_project()
+    if bound is not None:
+        filters = replace(filters, project=bound)
+    return {**_window(start, end), **asdict(filters), **extra}
+
+
+def _scope() -> dict[str, str]:
+    """The project parameter of queries outside the span filters (alerts)."""
+    return {"project": current_project() or ""}
 
 
 def _window(start: datetime, end: datetime) -> dict[str, str]:
@@ -379,3 +475,72 @@ def _utc_text(t: datetime) -> str:
     if t.tzinfo is not None:
         t = t.astimezone(timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+# ---- alerts (the collector's evaluator writes `alerts`; one row per state change) ----------
+
+# Rule kinds whose periods are marked on the cost charts; the rest go on degradation's.
+COST_ALERT_KINDS = ("cost",)
+# How far back a state change may have opened a period still open in the window.
+_ALERT_LOOKBACK_DAYS = 31
+
+
+def alert_states(store: Store) -> pd.DataFrame:
+    """The current state of each rule and group: rule, kind, group, state, since, value,
+    threshold, message, window_start, window_end, scope (a dict)."""
+    sql = f"""
+        SELECT Rule AS rule, any(Kind) AS kind, GroupKey AS group,
+               argMax(State, Timestamp) AS state, max(Timestamp) AS since,
+               argMax(Value, Timestamp) AS value, argMax(Threshold, Timestamp) AS threshold,
+               argMax(Message, Timestamp) AS message,
+               argMax(WindowStart, Timestamp) AS window_start,
+               argMax(WindowEnd, Timestamp) AS window_end, argMax(Scope, Timestamp) AS scope
+        FROM {store.database}.{ALERTS_TABLE}
+        WHERE Timestamp >= now() - INTERVAL {_ALERT_LOOKBACK_DAYS} DAY AND {_ALERT_PROJECT}
+        GROUP BY rule, group
+        ORDER BY multiIf(state = 'ALERT', 0, state = 'WARNING', 1, state = 'NO_DATA', 2, 3),
+                 rule, group
+    """
+    return store.query(sql, _scope())
+
+
+def alert_history(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+    """State changes in `[start, end)`, newest first."""
+    sql = f"""
+        SELECT Timestamp AS at, Rule AS rule, Kind AS kind, GroupKey AS group,
+               PreviousState AS previous, State AS state, Value AS value,
+               Threshold AS threshold, Message AS message, Scope AS scope
+        FROM {store.database}.{ALERTS_TABLE}
+        WHERE {_WINDOW} AND {_ALERT_PROJECT}
+        ORDER BY at DESC, rule, group
+        LIMIT 500
+    """
+    return store.query(sql, {**_window(start, end), **_scope()})
+
+
+def alert_periods(store: Store, start: datetime, end: datetime,
+                  kinds: tuple[str, ...] | None = None,
+                  exclude_kinds: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Spans of time a rule (and group) spent in WARNING or ALERT that overlap
+    `[start, end)`: rule, group, kind, state, start, end (cut to the window)."""
+    sql = f"""
+        SELECT Timestamp AS at, Rule AS rule, GroupKey AS group, Kind AS kind, State AS state
+        FROM {store.database}.{ALERTS_TABLE}
+        WHERE Timestamp >= {{start:DateTime64(3, 'UTC')}} - INTERVAL {_ALERT_LOOKBACK_DAYS} DAY
+          AND Timestamp < {{end:DateTime64(3, 'UTC')}} AND {_ALERT_PROJECT}
+        ORDER BY rule, group, at
+    """
+    rows = store.query(sql, {**_window(start, end), **_scope()})
+    if kinds is not None:
+        rows = rows[rows.kind.isin(kinds)]
+    rows = rows[~rows.kind.isin(exclude_kinds)]
+    lo, hi = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
+    periods = []
+    for (rule, group), changes in rows.groupby(["rule", "group"], sort=False):
+        at = pd.to_datetime(changes["at"], utc=True).tolist() + [hi]
+        for i, row in enumerate(changes.itertuples(index=False)):
+            begin, finish = max(at[i], lo), min(at[i + 1], hi)
+            if row.state in ("WARNING", "ALERT") and begin < finish:
+                periods.append({"rule": rule, "group": group, "kind": row.kind,
+                                "state": row.state, "start": begin, "end": finish})
+    return pd.DataFrame(periods, columns=["rule", "group", "kind", "state", "start", "end"])

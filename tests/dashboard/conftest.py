@@ -38,7 +38,7 @@ def add_calls(store):
             cost: float | None = 0.25, input_tokens: int = 100, output_tokens: int = 20,
             duration_ms: float = 100.0, status: str = "Ok", service: str = "checkout",
             version: str = "", confidence: float | None = None, user: str = "",
-            tenant: str = "", cache_read_tokens: int = 0, trace_id: str = "",
+            tenant: str = "", project: str = "", cache_read_tokens: int = 0, trace_id: str = "",
             span_id: str = "", parent_span_id: str = "", name: str = "", input_messages: str = "",
             output_messages: str = "") -> None:
         attrs = {
@@ -57,7 +57,8 @@ def add_calls(store):
             "Timestamp": at, "TraceId": "", "SpanId": "", "ParentSpanId": parent_span_id,
             "TraceState": "", "SpanName": name or f"{operation or 'GET'} {request_model}",
             "SpanKind": "Client",
-            "ServiceName": service, "ResourceAttributes": [("service.name", service)],
+            "ServiceName": service, "ResourceAttributes": [("service.name", service)]
+            + ([("infersight.project.id", project)] if project else []),
             "ScopeName": "infersight", "ScopeVersion": "0.1.0", "SpanAttributes": attrs,
             "Duration": round(duration_ms * 1_000_000), "StatusCode": status,
             "StatusMessage": "", "Events.Timestamp": [], "Events.Name": [],

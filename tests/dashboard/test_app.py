@@ -95,7 +95,8 @@ def test_every_app_gets_the_pages_and_their_callbacks(store):
     first, second = create_app(store, Protection()), create_app(store, Protection())
 
     assert {p["path"]: p["name"] for p in dash.page_registry.values()} == {
-        "/": "Overview", "/cost": "Cost", "/degradation": "Degradation", "/traces": "Traces"}
+        "/": "Overview", "/cost": "Cost", "/degradation": "Degradation", "/traces": "Traces",
+        "/alerts": "Alerts"}
     assert get_store() is store
     for app in (second, first):
         client = app.server.test_client()
@@ -104,7 +105,8 @@ def test_every_app_gets_the_pages_and_their_callbacks(store):
         assert layout.status_code == 200 and "filter-feature" in layout.get_data(as_text=True)
         outputs = [d["output"] for d in client.get("/_dash-dependencies").get_json()]
         assert sum("cost-chart.figure" in o for o in outputs) == 1
-        assert sum("url.search" in o for o in outputs) == 1
+        # The header's sync, and the Degradation page's controls (allow_duplicate: "@hash").
+        assert sorted("@" in o for o in outputs if "url.search" in o) == [False, True]
         update = client.post("/_dash-update-component", json={
             "output": next(o for o in outputs if "overview-kpis.children" in o),
             "outputs": [{"id": i, "property": p} for i, p in [

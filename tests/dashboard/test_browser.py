@@ -118,11 +118,26 @@ def test_every_page_draws_data_and_a_filter_narrows_it(dashboard_url, browser):
             Path(shots).mkdir(parents=True, exist_ok=True)
             browser.save_screenshot(str(Path(shots) / f"{name}.png"))
 
+    # A degradation control lands in the URL, and Back returns to the view before it.
+    browser.get(dashboard_url + "/degradation?range=15m")
+    _wait(lambda: browser.execute_script(_CHARTS_WITH_DATA) >= MIN_CHARTS["degradation"]
+          and _settled(browser), what="the degradation charts")
+    browser.find_element(By.CSS_SELECTOR, "#degradation-reference input[value=baseline]").click()
+    _wait(lambda: "ref=baseline" in browser.current_url, what="the reference in the URL")
+    browser.back()
+    _wait(lambda: "ref=baseline" not in browser.current_url and _settled(browser),
+          what="Back to the previous-version reference")
+    assert browser.find_element(
+        By.CSS_SELECTOR, "#degradation-reference input[value=previous]").is_selected()
+
     browser.get(dashboard_url + "/cost?range=15m")
     _wait(lambda: browser.execute_script(_CHARTS_WITH_DATA) >= MIN_CHARTS["cost"],
           what="the cost charts")
     browser.find_element(By.CSS_SELECTOR, "#filter-feature").click()
-    search = _wait(lambda: browser.switch_to.active_element, what="the dropdown's search box")
+    # The dropdown focuses its search box a frame after it opens; keys sent before go nowhere.
+    search = _wait(lambda: browser.find_elements(By.CSS_SELECTOR,
+                                                 "input.dash-dropdown-search:focus"),
+                   what="the dropdown's search box")[0]
     search.send_keys("translate")
     search.send_keys(Keys.ENTER)
     _wait(lambda: "feature=translate" in browser.current_url, what="the filter in the URL")

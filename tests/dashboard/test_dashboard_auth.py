@@ -67,3 +67,44 @@ def test_wsgi_module_serves_the_dashboard_for_gunicorn(tmp_path):
                             timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["200", "200"]
+
+
+def test_a_user_bound_to_a_project_sees_only_that_project(store, add_calls):
+    """The scope is applied where every query gets its parameters, inside the real request
+    handling (before_request), so no filter value or crafted callback reaches other projects."""
+    from datetime import datetime, timedelta, timezone
+
+    from infersight_dashboard import queries
+    from infersight_dashboard.filters import Filters
+
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=30)
+    add_calls(t0, 2, project="shop", feature="search", trace_id="aa" * 16)
+    add_calls(t0, 3, project="ads", feature="bidding", trace_id="bb" * 16)
+    window = (t0 - timedelta(minutes=1), t0 + timedelta(minutes=1))
+    protection = Protection(token="t0ken", users={"alice": "pw1", "root": "pw2"},
+                            projects={"alice": "shop"})
+    server = create_app(store, protection).server
+
+    def seen(headers):
+        with server.test_request_context("/_dash-update-component", headers=headers):
+            assert server.preprocess_request() is None  # signed in
+            asked_for_ads = Filters(project="ads")
+            return (set(queries.feature_model_table(store, *window, asked_for_ads).feature),
+                    set(queries.filter_options(store, *window).value),
+                    len(queries.trace_spans(store, *window, "bb" * 16)))
+
+    features, options, ads_trace = seen(_basic("alice", "pw1"))
+    assert features == {"search"}
+    assert "ads" not in options and "bidding" not in options and "shop" in options
+    assert ads_trace == 0
+    features, options, ads_trace = seen(_basic("root", "pw2"))  # a user bound to no project
+    assert (features, ads_trace) == ({"bidding"}, 3) and {"ads", "shop"} <= options
+    assert {"ads", "shop"} <= seen({"Authorization": "Bearer t0ken"})[1]
+
+
+def test_project_bindings_come_from_the_environment():
+    env = {"INFERSIGHT_DASHBOARD_USERS": "alice:pw1,bob:pw2",
+           "INFERSIGHT_DASHBOARD_PROJECTS": "alice=shop"}
+    assert from_env(env).projects == {"alice": "shop"}
+    with pytest.raises(ValueError, match="user=project"):
+        from_env({**env, "INFERSIGHT_DASHBOARD_PROJECTS": "carol=shop"})

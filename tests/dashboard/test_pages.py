@@ -6,10 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
+from dash import no_update
 
 from infersight_dashboard.app import create_app
 from infersight_dashboard.auth import Protection
 from infersight_dashboard.components import INSTRUMENT_LINES
+from infersight_dashboard.filters import View
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def _ago(**kw):
 
 @pytest.mark.parametrize("page, args", [
     ("overview", ("", None)), ("cost", ("", None)), ("traces", ("", None, None, None)),
-    ("degradation", ("", None, None, "previous", None, None))])
+    ("degradation", ("", None))])
 def test_an_empty_range_shows_how_to_send_data(pages, page, args):
     out = pages[page].update(*args)
 
@@ -134,22 +136,24 @@ def test_degradation_measures_drift_of_the_new_version(pages, add_calls):
     add_calls(_ago(minutes=30), request_model="gpt-4o", version="gpt-4o-2024-08-06",
               confidence=0.5)
 
-    models, chosen = pages["degradation"].choose_model("", None)
-    out = pages["degradation"].update("", None, chosen, "previous", None, None)
-    rows, _conf, conf_time, latency, errors, _tokens, options, a, _, b, *hidden = out
+    models, chosen, placeholder, *_ = pages["degradation"].choose_model("")
+    out = pages["degradation"].update("", None)
+    rows, _conf, conf_time, latency, errors, _tokens, options, a, _, b, *rest = out
+    placeholders, hidden = rest[:2], rest[2:]
 
-    assert (models[0], chosen) == ("gpt-4o-mini", "gpt-4o-mini")
+    assert (models[0], chosen, placeholder) == ("gpt-4o-mini", None, "gpt-4o-mini (most versions)")
     assert [(r["version"], r["reference"], r["calls"]) for r in rows] == [
         (old, "—", 10), (new, old, 10)]
     assert rows[0]["psi"] == "—"
     assert rows[1]["ks"] == 1.0 and rows[1]["level"] == "alert" and rows[1]["psi"] > 0.2
-    assert (a, b) == (old, new) and [o["value"] for o in options] == [old, new]
+    assert (a, b) == (None, None) and [o["value"] for o in options] == [old, new]
+    assert placeholders == [f"{old} (auto)", f"{new} (newest)"]
     marks = [s.x0 for s in latency.layout.shapes]
     assert len(marks) == 1 and conf_time.layout.shapes[0].name == f"version {new}"
     assert {t.name: list(t.y) for t in errors.data}[new] == [0.5]
     assert hidden == [True, False]
 
-    columns, compare, _ = pages["degradation"].compare("", chosen, a, b)
+    columns, compare, _ = pages["degradation"].compare("")
     by_metric = {r["metric"]: r for r in compare}
     assert by_metric["Error rate"]["a"] == "0.00%" and by_metric["Error rate"]["b"] == "50.00%"
     assert by_metric["Latency p50 (ms)"]["change"] == "+200.0%"
@@ -193,3 +197,121 @@ def test_traces_search_and_waterfall_with_captured_text(pages, add_calls):
     assert [(r["feature"], r["errors"]) for r in errors] == [("other", 1)]
     missing = pages["traces"].update("", None, None, "f" * 32)[1]
     assert "No span of trace" in str(missing)
+
+
+def _record(store, trace_id, **fields):
+    from infersight_collector.feedback import record_feedback
+
+    record_feedback(store, {"trace_id": trace_id, **fields})
+
+
+def test_degradation_charts_feedback_per_version(pages, store, add_calls):
+    mini = dict(request_model="gpt-4o-mini")
+    for i in range(6):  # the old version: liked
+        add_calls(_ago(minutes=50), version="v1", trace_id=f"{i + 1:032x}", **mini)
+        _record(store, f"{i + 1:032x}", score=1)
+    for i in range(6):  # the new one: two thumbs down, one hallucination, three thumbs up
+        add_calls(_ago(minutes=20), version="v2", trace_id=f"{i + 11:032x}", **mini)
+        verdict = {"score": 0} if i < 2 else {"label": "hallucination"} if i == 2 else {
+            "score": 1}
+        _record(store, f"{i + 11:032x}", **verdict)
+
+    score, negative, none_hidden, charts_hidden = pages["degradation"].feedback("", None)
+
+    assert (none_hidden, charts_hidden) == (True, False)
+    assert {t.name: [float(y) for y in t.y] for t in score.data} == {"v1": [1.0], "v2": [0.6]}
+    assert {t.name: [float(y) for y in t.y] for t in negative.data} == {"v1": [0.0],
+                                                                         "v2": [0.5]}
+    assert [s.name for s in negative.layout.shapes] == ["version v2"]
+    rows = {r["metric"]: r for r in pages["degradation"].compare("")[1]}
+    assert (rows["Negative feedback"]["a"], rows["Negative feedback"]["b"]) == ("0.0%", "50.0%")
+    assert rows["Mean feedback score"]["change"] == "-40.0%"
+
+
+def test_degradation_without_feedback_says_how_to_send_it(pages, add_calls):
+    add_calls(_ago(minutes=10), version="v1")
+
+    *_, none_hidden, charts_hidden = pages["degradation"].feedback("", None)
+
+    assert (none_hidden, charts_hidden) == (False, True)
+    assert not any(r["metric"].endswith("feedback") or r["metric"] == "Mean feedback score"
+                   for r in pages["degradation"].compare("")[1])
+    text = " ".join(_texts(pages["degradation"].layout()))
+    assert "infersight.feedback(" in text and "below 0.5" in text
+
+
+def _two_models(add_calls):
+    for version, minutes in (("m1", 50), ("m2", 30), ("m3", 10)):
+        add_calls(_ago(minutes=minutes), n=2, request_model="mini", version=version,
+                  confidence=0.9 if version == "m1" else 0.5)
+    add_calls(_ago(minutes=40), n=9, request_model="big", version="b1", confidence=0.7)
+
+
+def test_degradation_view_comes_from_the_url(pages, add_calls):
+    _two_models(add_calls)
+    deg = pages["degradation"]
+    linked = "?range=6h&dmodel=mini&a=m1&b=m2&ref=baseline&base_from=2025-05-01&base_to=2025-05-02"
+
+    models, model, _, reference, base_from, base_to = deg.choose_model(linked)
+    rows, *_, a_options, a, _, b, _pa, _pb, _eh, _ch = deg.update(linked, None)
+    columns = deg.compare(linked)[0]
+
+    assert (models, model, reference, base_from, base_to) == (
+        ["mini", "big"], "mini", "baseline", "2025-05-01", "2025-05-02")
+    assert (a, b) == ("m1", "m2") and [c["name"] for c in columns[1:3]] == ["A: m1", "B: m2"]
+    # Pinned to days with no calls: every version's reference is the (empty) baseline window.
+    assert {r["reference"] for r in rows} == {"baseline window"}
+    # Automatic: the model with most versions, the newest against the one before.
+    assert deg.choose_model("?range=6h")[1:3] == (None, "mini (most versions)")
+    assert [c["name"] for c in deg.compare("?range=6h")[0][1:3]] == ["A: m2", "B: m3"]
+    # A model or version the window does not hold means the automatic choice.
+    stale = "?range=6h&dmodel=gone&a=m9&b=m1"
+    assert deg.choose_model(stale)[1] is None
+    assert [c["name"] for c in deg.compare(stale)[0][1:3]] == ["A: m2", "B: m1"]
+    assert [r["version"] for r in deg.update("?range=6h&dmodel=big", None)[0]] == ["b1"]
+    # The global model filter narrows the choice.
+    assert deg.choose_model("?range=6h&model=big")[:2] == (["big"], None)
+
+
+def test_layout_starts_the_controls_at_the_urls_values(pages):
+    layout = pages["degradation"].layout(dmodel="mini", ref="baseline", base_from="2025-05-01",
+                                         base_to="not-a-day")
+
+    def find(component, id_):
+        if getattr(component, "id", None) == id_:
+            return component
+        children = getattr(component, "children", None)
+        for child in children if isinstance(children, list) else [children]:
+            if child is not None and not isinstance(child, str):
+                if (hit := find(child, id_)) is not None:
+                    return hit
+
+    picker = find(layout, "degradation-baseline")
+    assert find(layout, "degradation-model").value == "mini"
+    assert find(layout, "degradation-reference").value == "baseline"
+    assert (picker.start_date, picker.end_date) == ("2025-05-01", None)
+
+
+@pytest.mark.parametrize("values, url", [
+    # What the URL already says (or the automatic choice the controls show): no change.
+    ([None, "previous", None, None, None, None], None),
+    (["mini", "baseline", "2025-05-01", None, "m1", None], None),
+    # A person picks something.
+    (["mini", "baseline", "2025-05-01", "2025-05-03", "m1", None],
+     "?range=6h&a=m1&base_from=2025-05-01&base_to=2025-05-03&dmodel=mini&ref=baseline"),
+    (["mini", "previous", "2025-05-01", None, "m1", "m2"],
+     "?range=6h&a=m1&b=m2&base_from=2025-05-01&dmodel=mini"),
+    # Another model forgets the compared versions.
+    (["big", "baseline", "2025-05-01", None, "m1", None],
+     "?range=6h&base_from=2025-05-01&dmodel=big&ref=baseline"),
+])
+def test_controls_write_the_url_only_when_a_person_changed_them(pages, values, url):
+    search = "?range=6h&a=m1&base_from=2025-05-01&dmodel=mini&ref=baseline&b=gone"
+    if values[0] is None:
+        search = "?range=6h&dmodel=gone&b=gone"
+    got = pages["degradation"].controls_query(search, values, ["mini", "big"], ["m1", "m2"])
+
+    assert (no_update if url is None else url) == got
+    if url is not None:
+        assert pages["degradation"].url_controls(View.from_query(got))[:4] == (
+            values[0], values[1], values[2], values[3])

@@ -131,3 +131,485 @@ def test_every_time_range_charts_60_to_120_points(key):
 ])
 def test_bucket_is_the_smallest_readable_step(length, bucket):
     assert queries.choose_bucket_seconds(T0, T0 + length) == bucket
+
+
+def _rows(df: pd.DataFrame, *columns: str) -> list[tuple]:
+    """The chosen columns as plain tuples (timestamps as datetimes, NaN as None)."""
+    def plain(v):
+        if isinstance(v, pd.Timestamp):
+            return v.to_pydatetime()
+        if isinstance(v, float) and v != v:
+            return None
+        return v.item() if hasattr(v, "item") else v
+    return [tuple(plain(v) for v in row) for row in df[list(columns)].itertuples(index=False)]
+
+
+def _latency_mix(add_calls, at, **kw):
+    """200 calls whose exact p50, p95 and p99 are 100, 200 and 900 ms under any quantile
+    definition: ranks 0-119 are 100 ms, 120-191 are 200 ms, 192-199 are 900 ms."""
+    add_calls(at, n=120, duration_ms=100, **kw)
+    add_calls(at, n=72, duration_ms=200, **kw)
+    add_calls(at, n=8, duration_ms=900, **kw)
+
+
+def test_summary_counts_the_window(store, add_calls):
+    add_calls(T0 + 10 * S, n=18, cost=0.5, input_tokens=100, output_tokens=20, duration_ms=100)
+    add_calls(T0 + 20 * S, n=2, cost=0.5, input_tokens=100, output_tokens=20, duration_ms=300,
+              status="Error")
+    add_calls(T0 + 30 * S, feature="other", cost=7.0)
+    filters = queries.Filters(feature="search")
+
+    got = _rows(queries.summary(store, *_window(), filters), "calls", "errors", "cost_usd",
+                "input_tokens", "output_tokens", "tokens", "p95_latency_ms")
+    empty = queries.summary(store, T0 - timedelta(hours=1), T0)
+
+    assert got == [(20, 2, 10.0, 2000, 400, 2400, 300.0)]
+    assert _rows(empty, "calls", "cost_usd", "p95_latency_ms") == [(0, 0.0, None)]
+
+
+def test_totals_over_time_per_bucket(store, add_calls):
+    add_calls(T0 + 10 * S, n=18, cost=0.5, duration_ms=100)
+    add_calls(T0 + 20 * S, n=2, cost=0.5, duration_ms=300, status="Error")
+    add_calls(T0 + 400 * S, cost=1.0, input_tokens=40, output_tokens=10, duration_ms=40)
+
+    df = queries.totals_over_time(store, *_window(), 300)
+
+    assert _rows(df, "bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms") == [
+        (T0, 20, 2, 10.0, 2400, 300.0), (T0 + 300 * S, 1, 0, 1.0, 50, 40.0)]
+
+
+def test_cost_by_user_with_unit_costs_and_limit(store, add_calls):
+    add_calls(T0 + 10 * S, n=2, user="u1", cost=0.25, input_tokens=400, output_tokens=100,
+              cache_read_tokens=300)
+    add_calls(T0 + 20 * S, user="u2", cost=1.5, input_tokens=0, output_tokens=0)
+    add_calls(T0 + 30 * S, cost=0.125, input_tokens=50, output_tokens=0)
+
+    df = queries.cost_by(store, *_window(), "user")
+    top = queries.cost_by(store, *_window(), "user", limit=2)
+
+    assert _rows(df, "key", "calls", "cost_usd", "input_tokens", "output_tokens",
+                 "cache_read_tokens", "cost_per_call", "cost_per_1k_tokens") == [
+        ("u2", 1, 1.5, 0, 0, 0, 1.5, None),
+        ("u1", 2, 0.5, 800, 200, 600, 0.25, 0.5),
+        ("(none)", 1, 0.125, 50, 0, 0, 0.125, 2.5),
+    ]
+    assert list(top["key"]) == ["u2", "u1"]
+    with pytest.raises(ValueError, match="cannot group cost by 'colour'"):
+        queries.cost_by(store, *_window(), "colour")
+
+
+@pytest.mark.parametrize("by, expected", [
+    ("service", ["billing", "checkout"]),
+    ("project", ["p1", "(none)"]),
+    ("feature", ["chat", "search"]),
+    ("model", ["claude-sonnet-4", "gpt-4o"]),
+    ("version", ["v2", "gpt-4o-2024-08-06"]),
+    ("tenant", ["acme", "(none)"]),
+])
+def test_cost_by_each_dimension(store, add_calls, by, expected):
+    add_calls(T0 + 10 * S, cost=0.25)
+    add_calls(T0 + 20 * S, cost=2.0, service="billing", project="p1", feature="chat",
+              request_model="claude-sonnet-4", version="v2", tenant="acme")
+
+    assert list(queries.cost_by(store, *_window(), by)["key"]) == expected
+
+
+def test_month_to_date_is_the_months_window(store, add_calls):
+    """The Cost page's month-to-date is `cost_by` over [month start, now); its projection is
+    `project_month_end` (test_pages)."""
+    now = T0 + timedelta(minutes=30)
+    month_start = now.replace(day=1, hour=0, minute=0)
+    add_calls(month_start + (now - month_start) / 2, n=3, cost=2.0)
+    add_calls(now - timedelta(milliseconds=1), feature="chat", cost=1.0)
+    add_calls(month_start - timedelta(milliseconds=1), cost=100.0)  # last month
+    add_calls(now, cost=100.0)  # after "now"
+
+    month = queries.cost_by(store, month_start, now, "feature")
+
+    assert _rows(month, "key", "cost_usd") == [("search", 6.0), ("chat", 1.0)]
+
+
+def test_cache_savings_inputs_per_served_model(store, add_calls):
+    add_calls(T0 + 10 * S, response_model="gpt-4o-mini-2024-07-18", cache_read_tokens=600)
+    add_calls(T0 + 20 * S, response_model="gpt-4o-mini-2024-07-18", cache_read_tokens=400)
+    add_calls(T0 + 30 * S, response_model="claude-sonnet-4", cache_read_tokens=5000)
+    add_calls(T0 + 40 * S, response_model="gpt-4o")  # no cache reads: not listed
+
+    df = queries.cache_savings_inputs(store, *_window())
+
+    assert _rows(df, "model", "cache_read_tokens") == [
+        ("claude-sonnet-4", 5000), ("gpt-4o-mini-2024-07-18", 1000)]
+
+
+def test_expensive_calls_most_costly_first(store, add_calls):
+    add_calls(T0 + 10 * S, cost=0.1, trace_id="t1")
+    add_calls(T0 + 20 * S, cost=2.0, trace_id="t2", duration_ms=1234.5, status="Error",
+              input_tokens=7, output_tokens=3)
+    add_calls(T0 + 30 * S, cost=0.5, trace_id="t3")
+    add_calls(T0 + 40 * S, cost=0.5, trace_id="t4")  # ties: the newer first
+    add_calls(T0 + 50 * S, cost=None, trace_id="t5")
+
+    df = queries.expensive_calls(store, *_window(), limit=4)
+
+    assert _rows(df, "trace_id", "cost_usd") == [
+        ("t2", 2.0), ("t4", 0.5), ("t3", 0.5), ("t1", 0.1)]
+    assert _rows(df.head(1), "time", "service", "feature", "model", "input_tokens",
+                 "output_tokens", "duration_ms", "status") == [
+        (T0 + 20 * S, "checkout", "search", "gpt-4o-2024-08-06", 7, 3, 1234.5, "Error")]
+
+
+def test_versions_are_ordered_by_the_mean_time_of_their_calls(store, add_calls):
+    mini = dict(request_model="gpt-4o-mini")
+    add_calls(T0 + 5 * S, version="v2", **mini)  # a canary before v1's first call here
+    add_calls(T0 + 10 * S, version="v1", **mini)
+    add_calls(T0 + timedelta(minutes=20), n=5, version="v1", **mini)
+    add_calls(T0 + timedelta(minutes=50), n=5, version="v2", **mini)
+    add_calls(T0 + timedelta(minutes=30), response_model="", **mini)  # failed: no version
+
+    df = queries.version_first_seen(store, *_window())
+
+    assert _rows(df, "model", "version", "first_seen", "last_seen", "calls") == [
+        ("gpt-4o-mini", "v1", T0 + 10 * S, T0 + timedelta(minutes=20), 6),
+        ("gpt-4o-mini", "(none)", T0 + timedelta(minutes=30), T0 + timedelta(minutes=30), 1),
+        ("gpt-4o-mini", "v2", T0 + 5 * S, T0 + timedelta(minutes=50), 6),
+    ]
+
+
+def test_version_changes_marks_only_versions_that_take_over_in_the_window(store, add_calls):
+    add_calls(T0 + timedelta(minutes=10), n=3, request_model="m", version="v1")
+    add_calls(T0 + timedelta(minutes=40), n=3, request_model="m", version="v2")
+    add_calls(T0 + timedelta(minutes=45), request_model="m", response_model="")  # "(none)"
+    add_calls(T0 + timedelta(minutes=35), request_model="solo", version="s1")
+    start, end = T0 + timedelta(minutes=30), T0 + timedelta(minutes=60)
+
+    changes = queries.version_changes(store, start, end)
+    whole = queries.version_changes(store, T0 + timedelta(minutes=5), end)
+
+    assert _rows(changes, "model", "version", "first_seen") == [
+        ("m", "v2", T0 + timedelta(minutes=40))]
+    assert _rows(whole, "model", "version") == [("m", "v2")]
+
+
+def test_version_timeseries_quantiles_error_rates_and_tokens(store, add_calls):
+    mini = dict(request_model="gpt-4o-mini", version="v1")
+    add_calls(T0 + 10 * S, n=120, duration_ms=100, **mini)
+    add_calls(T0 + 10 * S, n=72, duration_ms=200, **mini)
+    add_calls(T0 + 10 * S, n=8, duration_ms=900, status="Error", input_tokens=1000,
+              output_tokens=200, confidence=0.25, **mini)
+    # A bucket of 4 calls: too few for an error rate.
+    add_calls(T0 + 310 * S, n=4, duration_ms=50, status="Error",
+              request_model="gpt-4o-mini", version="v2")
+
+    df = queries.version_timeseries(store, *_window(), 300)
+
+    assert _rows(df, "bucket", "model", "version", "calls", "errors", "error_rate", "p50_ms",
+                 "p95_ms", "p99_ms", "tokens_per_call", "mean_confidence") == [
+        (T0, "gpt-4o-mini", "v1", 200, 8, 0.04, 100.0, 200.0, 900.0,
+         (192 * 120 + 8 * 1200) / 200, 0.25),
+        (T0 + 300 * S, "gpt-4o-mini", "v2", 4, 4, None, 50.0, 50.0, 50.0, 120.0, None),
+    ]
+    lowered = queries.version_timeseries(store, *_window(), 300, min_calls=4)
+    assert list(lowered["error_rate"]) == [0.04, 1.0]
+
+
+def test_version_summary_per_version(store, add_calls):
+    _latency_mix(add_calls, T0 + 10 * S, request_model="m", version="v1", cost=0.5)
+    add_calls(T0 + timedelta(minutes=40), n=5, request_model="m", version="v2", cost=1.0,
+              duration_ms=80, status="Error", confidence=0.5)
+    add_calls(T0 + timedelta(minutes=41), n=5, request_model="m", version="v2", cost=2.0,
+              duration_ms=80, confidence=1.0)
+
+    df = queries.version_summary(store, *_window())
+
+    assert _rows(df, "model", "version", "calls", "errors", "error_rate", "p50_ms", "p95_ms",
+                 "p99_ms", "tokens_per_call", "cost_per_call", "mean_confidence") == [
+        ("m", "v1", 200, 0, 0.0, 100.0, 200.0, 900.0, 120.0, 0.5, None),
+        ("m", "v2", 10, 5, 0.5, 80.0, 80.0, 80.0, 120.0, 1.5, 0.75),
+    ]
+
+
+def test_confidence_histogram_counts_rounded_values(store, add_calls):
+    add_calls(T0 + 10 * S, n=2, version="v1", confidence=0.1234)
+    add_calls(T0 + 20 * S, version="v1", confidence=0.1236)
+    add_calls(T0 + 30 * S, version="v1", confidence=0.12349)
+    add_calls(T0 + 40 * S, version="v1")  # no confidence: left out
+    add_calls(T0 + 50 * S, version="v2", confidence=1.0)
+
+    df = queries.confidence_histogram(store, *_window())
+
+    assert _rows(df, "model", "version", "confidence", "calls") == [
+        ("gpt-4o", "v1", 0.123, 3), ("gpt-4o", "v1", 0.124, 1), ("gpt-4o", "v2", 1.0, 1)]
+
+
+def test_filter_options_lists_every_value_busiest_first(store, add_calls):
+    add_calls(T0 + 10 * S, n=3, feature="search", project="p1")
+    add_calls(T0 + 20 * S, feature="chat", service="billing", version="v9")
+    add_calls(T0 + 30 * S, operation="", feature="not-ai")
+
+    df = queries.filter_options(store, *_window())
+    got = {k: list(zip(g["value"], g["calls"])) for k, g in df.groupby("key")}
+
+    assert got == {
+        "feature": [("search", 3), ("chat", 1)],
+        "model": [("gpt-4o", 4)],
+        "project": [("p1", 3), ("(none)", 1)],
+        "service": [("checkout", 3), ("billing", 1)],
+        "version": [("gpt-4o-2024-08-06", 3), ("v9", 1)],
+    }
+
+
+_TRACE = "ab" * 16
+
+
+def _two_traces(add_calls):
+    """One trace: an HTTP root span, two AI calls (one failed); another trace elsewhere."""
+    add_calls(T0 + 10 * S, operation="", name="POST /answer", trace_id=_TRACE,
+              span_id="root000000000000", duration_ms=900, cost=None)
+    add_calls(T0 + 10 * S + timedelta(milliseconds=50), trace_id=_TRACE,
+              span_id="llm0000000000001", parent_span_id="root000000000000", cost=0.25,
+              duration_ms=300, confidence=0.75, version="v1", project="p1",
+              input_messages='[{"role": "user", "content": "hi"}]',
+              output_messages='[{"role": "assistant", "content": "hello"}]')
+    add_calls(T0 + 10 * S + timedelta(milliseconds=400), trace_id=_TRACE,
+              span_id="llm0000000000002", parent_span_id="root000000000000", cost=0.5,
+              duration_ms=450, status="Error", input_tokens=10, output_tokens=0)
+    add_calls(T0 + 20 * S, trace_id="cd" * 16, feature="chat", service="billing",
+              request_model="claude-sonnet-4", response_model="", version="c1")
+
+
+def test_search_traces_aggregates_each_trace_newest_first(store, add_calls):
+    _two_traces(add_calls)
+
+    df = queries.search_traces(store, *_window())
+    one = queries.search_traces(store, *_window(), limit=1)
+
+    assert _rows(df, "trace_id", "time", "service", "feature", "calls", "errors", "cost_usd",
+                 "tokens", "duration_ms") == [
+        ("cd" * 16, T0 + 20 * S, "billing", "chat", 1, 0, 0.25, 120, 100.0),
+        (_TRACE, T0 + 10 * S + timedelta(milliseconds=50), "checkout", "search", 2, 1, 0.75,
+         130, 450.0),
+    ]
+    assert list(one["trace_id"]) == ["cd" * 16]
+
+
+@pytest.mark.parametrize("narrowing, found", [
+    (dict(filters=queries.Filters(service="billing")), ["cd" * 16]),
+    (dict(filters=queries.Filters(project="p1")), [_TRACE]),
+    (dict(filters=queries.Filters(feature="chat")), ["cd" * 16]),
+    (dict(filters=queries.Filters(model="claude-sonnet-4")), ["cd" * 16]),
+    (dict(filters=queries.Filters(version="v1")), [_TRACE]),
+    (dict(status="Error"), [_TRACE]),
+    (dict(status="Unset"), []),
+    (dict(trace_id=f"  {_TRACE.upper()} "), [_TRACE]),
+    (dict(trace_id="ef" * 16), []),
+])
+def test_search_traces_by_each_filter(store, add_calls, narrowing, found):
+    _two_traces(add_calls)
+
+    assert list(queries.search_traces(store, *_window(), **narrowing)["trace_id"]) == found
+
+
+def test_search_traces_is_bounded_in_time(store, add_calls):
+    _two_traces(add_calls)
+
+    assert list(queries.search_traces(store, T0 + 15 * S, T0 + 60 * S)["trace_id"]) == [
+        "cd" * 16]
+
+
+def test_trace_spans_are_the_waterfall_rows(store, add_calls):
+    _two_traces(add_calls)
+
+    df = queries.trace_spans(store, *_window(), _TRACE.upper())
+    late = queries.trace_spans(store, T0 + 10 * S + timedelta(milliseconds=100), T0 + 60 * S,
+                               _TRACE)
+
+    t0_ns = int((T0 + 10 * S).timestamp()) * 10**9
+    assert _rows(df, "span_id", "parent_span_id", "name", "service", "start_ns", "duration_ms",
+                 "status", "operation", "provider", "model", "version", "feature",
+                 "input_tokens", "output_tokens", "cost_usd") == [
+        ("root000000000000", "", "POST /answer", "checkout", t0_ns, 900.0, "Ok", "", "openai",
+         "gpt-4o-2024-08-06", "", "search", 100, 20, 0.0),
+        ("llm0000000000001", "root000000000000", "chat gpt-4o", "checkout",
+         t0_ns + 50_000_000, 300.0, "Ok", "chat", "openai", "gpt-4o-2024-08-06", "v1",
+         "search", 100, 20, 0.25),
+        ("llm0000000000002", "root000000000000", "chat gpt-4o", "checkout",
+         t0_ns + 400_000_000, 450.0, "Error", "chat", "openai", "gpt-4o-2024-08-06", "",
+         "search", 10, 0, 0.5),
+    ]
+    assert _rows(df, "confidence")[:2] == [(None,), (0.75,)]
+    assert _rows(df, "input_messages", "output_messages") == [
+        ("", ""), ('[{"role": "user", "content": "hi"}]',
+                   '[{"role": "assistant", "content": "hello"}]'), ("", "")]
+    assert list(late["span_id"]) == ["llm0000000000002"]
+
+
+def _feedback(store, trace_id, span_id="", at=None, **fields):
+    from infersight_collector.feedback import record_feedback
+
+    at = at or T0 + timedelta(minutes=30)
+    record_feedback(store, {"trace_id": trace_id, "span_id": span_id,
+                            "time_unix_nano": int(at.timestamp() * 1e9), **fields})
+
+
+def _tid(i: int) -> str:
+    return f"{i:032x}"
+
+
+def test_feedback_per_version_over_time(store, add_calls):
+    m = dict(request_model="m")
+    for i, verdict in enumerate([{"score": 1}, {"score": 1.0}, {"score": 1}, {"score": 0},
+                                 {"score": 0.25}, {"label": "Hallucination"}], start=1):
+        add_calls(T0 + 10 * S, version="v1", trace_id=_tid(i), span_id=f"{i:016x}", **m)
+        _feedback(store, _tid(i), **verdict)
+    _feedback(store, _tid(1), comment="nice wording")  # no score, no label: no verdict
+    _feedback(store, _tid(2), score=1, feedback_id="retried")
+    _feedback(store, _tid(2), score=1, feedback_id="retried")
+    # A trace with a v1 and a v2 call: span feedback counts for its span's version, trace
+    # feedback once for each version in it.
+    add_calls(T0 + 310 * S, version="v1", trace_id=_tid(7), span_id="7" * 16, **m)
+    add_calls(T0 + 310 * S, n=1, version="v2", trace_id=_tid(7), span_id="8" * 16, **m)
+    add_calls(T0 + 320 * S, version="v2", trace_id=_tid(7), span_id="9" * 16, **m)
+    _feedback(store, _tid(7), span_id="8" * 16, score=0.75)
+    _feedback(store, _tid(7), label="wrong")
+    # Not counted: a call before the window, feedback far from it, another feature.
+    add_calls(T0 - 10 * S, version="v1", trace_id=_tid(10), **m)
+    _feedback(store, _tid(10), score=0)
+    add_calls(T0 + 20 * S, version="v1", trace_id=_tid(11), **m)
+    _feedback(store, _tid(11), score=0, at=T0 - timedelta(days=8))
+    add_calls(T0 + 20 * S, version="v1", trace_id=_tid(12), feature="chat", **m)
+    _feedback(store, _tid(12), score=0)
+
+    df = queries.feedback_timeseries(store, *_window(), 300, queries.Filters(feature="search"))
+
+    assert _rows(df, "bucket", "model", "version", "feedback", "scored", "mean_score",
+                 "negative", "negative_share") == [
+        (T0, "m", "v1", 7, 6, pytest.approx((1 + 1 + 1 + 0 + 0.25 + 1) / 6), 3, 3 / 7),
+        (T0 + 300 * S, "m", "v1", 1, 0, None, 1, None),
+        (T0 + 300 * S, "m", "v2", 2, 1, 0.75, 1, None),
+    ]
+    # Any verdict makes a share now, and without the feature filter the "chat" call's counts.
+    fewer = queries.feedback_timeseries(store, *_window(), 300, min_feedback=1)
+    assert list(fewer["negative_share"]) == [4 / 8, 1.0, 0.5]
+
+
+def test_feedback_summary_per_version_oldest_first(store, add_calls):
+    for i in range(1, 6):
+        add_calls(T0 + timedelta(minutes=40), version="new", trace_id=_tid(i))
+        _feedback(store, _tid(i), score=0 if i <= 2 else 1, label="")
+    add_calls(T0 + timedelta(minutes=5), version="old", trace_id=_tid(9))
+    _feedback(store, _tid(9), score=0.5, label="correct")
+    add_calls(T0 + timedelta(minutes=6), version="unrated", trace_id=_tid(10))
+
+    df = queries.feedback_summary(store, *_window())
+
+    assert _rows(df, "model", "version", "feedback", "scored", "mean_score", "negative",
+                 "negative_share") == [
+        ("gpt-4o", "old", 1, 1, 0.5, 0, None),
+        ("gpt-4o", "new", 5, 5, 0.6, 2, 0.4),
+    ]
+
+
+def test_no_feedback_is_an_empty_frame_with_columns(store, add_calls):
+    add_calls(T0 + 10 * S)
+
+    df = queries.feedback_summary(store, *_window())
+
+    assert df.empty and "negative_share" in df.columns
+
+
+class _Recording:
+    """A store that keeps the SQL text of every query it runs."""
+
+    def __init__(self, store):
+        self.database, self._store, self.sql = store.database, store, []
+
+    def query(self, sql, parameters=None):
+        self.sql.append(sql)
+        return self._store.query(sql, parameters)
+
+
+_EVIL = "o'brien\"); DROP TABLE infersight.otel_traces; -- {start:String} `{{x}}`"
+_EVIL_FILTERS = queries.Filters(**{k: _EVIL for k in ("service", "project", "feature", "model",
+                                                     "version")})
+# Every query, called with filter and search values taken from `f` (a Filters) and `text`,
+# and what identifies the one matching call in its answer.
+_EVERY_QUERY = {
+    "cost_per_feature_over_time": (lambda s, f, t: queries.cost_per_feature_over_time(
+        s, *_window(), 300, f), "feature"),
+    "feature_model_table": (lambda s, f, t: queries.feature_model_table(s, *_window(), f),
+                            "feature"),
+    "filter_options": (lambda s, f, t: queries.filter_options(s, *_window())
+                       .query("key == 'feature'"), "value"),
+    "summary": (lambda s, f, t: queries.summary(s, *_window(), f), "calls"),
+    "totals_over_time": (lambda s, f, t: queries.totals_over_time(s, *_window(), 300, f),
+                         "calls"),
+    "cost_by": (lambda s, f, t: queries.cost_by(s, *_window(), "tenant", f), "key"),
+    "cache_savings_inputs": (lambda s, f, t: queries.cache_savings_inputs(s, *_window(), f),
+                             "model"),
+    "expensive_calls": (lambda s, f, t: queries.expensive_calls(s, *_window(), f), "service"),
+    "version_first_seen": (lambda s, f, t: queries.version_first_seen(s, *_window(), f),
+                           "version"),
+    "version_timeseries": (lambda s, f, t: queries.version_timeseries(s, *_window(), 300, f),
+                           "version"),
+    "version_summary": (lambda s, f, t: queries.version_summary(s, *_window(), f), "version"),
+    "confidence_histogram": (lambda s, f, t: queries.confidence_histogram(s, *_window(), f),
+                             "version"),
+    "search_traces": (lambda s, f, t: queries.search_traces(
+        s, *_window(), f, status=t, trace_id=t), "trace_id"),
+    "trace_spans": (lambda s, f, t: queries.trace_spans(s, *_window(), t), "span_id"),
+    "feedback_timeseries": (lambda s, f, t: queries.feedback_timeseries(
+        s, *_window(), 300, f, min_feedback=1), "version"),
+    "feedback_summary": (lambda s, f, t: queries.feedback_summary(s, *_window(), f),
+                         "version"),
+}
+
+
+def test_every_query_a_filter_or_search_value_reaches_is_in_the_parameter_test():
+    import inspect
+
+    reached = {n for n, v in vars(queries).items()
+               if inspect.isfunction(v) and v.__module__ == queries.__name__
+               and not n.startswith("_")
+               and {"filters", "trace_id"} & set(inspect.signature(v).parameters)}
+    # version_changes runs version_first_seen and adds no SQL of its own; filter_options takes
+    # no filter, but the values it lists are data too.
+    assert reached - {"version_changes"} == set(_EVERY_QUERY) - {"filter_options"}
+
+
+@pytest.mark.parametrize("name", list(_EVERY_QUERY))
+def test_a_value_full_of_sql_is_data_and_never_changes_the_sql(store, add_calls, name):
+    run, column = _EVERY_QUERY[name]
+    add_calls(T0 + 10 * S, service=_EVIL, project=_EVIL, feature=_EVIL, request_model=_EVIL,
+              response_model="", version=_EVIL, tenant=_EVIL, status=_EVIL,
+              trace_id=_EVIL.lower(), span_id=_EVIL, confidence=0.5, cache_read_tokens=10)
+    add_calls(T0 + 20 * S, trace_id=_tid(1), confidence=0.9, cache_read_tokens=10)
+    _feedback(store, _tid(1), score=1)
+    recording = _Recording(store)
+
+    plain = run(recording, queries.Filters(), "")
+    narrowed = run(recording, _EVIL_FILTERS, _EVIL)
+
+    first, second = recording.sql[:len(recording.sql) // 2], recording.sql[len(recording.sql) // 2:]
+    assert first == second
+    assert not any("o'brien" in sql or "DROP" in sql for sql in recording.sql)
+    assert store.query("SELECT count() AS n FROM infersight.otel_traces")["n"][0] == 2
+    if name == "filter_options":
+        assert set(plain[column]) == {_EVIL, "search"}
+    elif name == "trace_spans":
+        assert (list(plain[column]), list(narrowed[column])) == ([], [_EVIL])
+    elif name in ("summary", "totals_over_time"):
+        assert (plain[column].sum(), narrowed[column].sum()) == (2, 1)
+    elif name.startswith("feedback"):
+        assert list(plain[column]) == ["gpt-4o-2024-08-06"] and narrowed.empty
+    else:
+        assert list(narrowed[column]) == [_EVIL.lower() if name == "search_traces" else _EVIL]
+        assert len(plain) == 2
+
+
+@pytest.mark.parametrize("value", ["a\\'b", "tab\there", "new\\nline", "real\nnewline"])
+def test_a_filter_with_backslashes_or_tabs_matches_itself(store, add_calls, value):
+    add_calls(T0 + 10 * S, feature=value)
+
+    df = queries.feature_model_table(store, *_window(), queries.Filters(feature=value))
+
+    assert list(df["feature"]) == [value]

@@ -16,6 +16,17 @@ import pyarrow as pa
 from chdb import session
 
 
+# ClickHouse reads query parameter values in its escaped text format, so a backslash or a tab in
+# a value must be escaped (clickhouse-connect does the same for the server backend).
+_ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "`": "\\`", "\t": "\\t", "\n": "\\n"})
+
+
+def _escaped(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not parameters:
+        return None
+    return {k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in parameters.items()}
+
+
 class ChdbStore:
     def __init__(self, data_dir: str, database: str):
         os.makedirs(data_dir, exist_ok=True)
@@ -29,11 +40,11 @@ class ChdbStore:
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         with self._lock:
-            self._session.query(sql, "CSV", params=parameters or None)
+            self._session.query(sql, "CSV", params=_escaped(parameters))
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
         with self._lock:
-            return self._session.query(sql, "DataFrame", params=parameters or None)
+            return self._session.query(sql, "DataFrame", params=_escaped(parameters))
 
     def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)

@@ -2,26 +2,34 @@
 
 Per version of one model over time: confidence and its drift from a reference (the previous
 version, or a pinned baseline window) by PSI on reference-decile bins and KS distance; latency
-p50/p95/p99; error rate (only where a bucket has enough calls); tokens per call. Then two
-versions side by side. Each time chart marks where a version took over.
+p50/p95/p99; error rate (only where a bucket has enough calls); tokens per call; user feedback
+(mean score, share negative) where there is any. Then two versions side by side. Each time
+chart marks where a version took over.
+
+The page's controls live in the URL with the global filters, so a view can be linked:
+`dmodel` (the model), `ref=baseline` with `base_from` / `base_to` (UTC days), and `a` / `b`
+(the compared versions). A control left unset, or naming a model or version the window does not
+hold, means the automatic choice, which its placeholder shows; automatic choices are never
+written to the URL, so the Back button never lands on a page that rewrites its own URL.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dash
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
-from dash import Input, Output, State, dash_table, dcc, html
+from dash import Input, Output, State, dash_table, dcc, html, no_update
 
-from infersight_dashboard import drift, queries
+from infersight_collector import drift
+from infersight_dashboard import queries
 from infersight_dashboard.app import get_store
 from infersight_dashboard.components import (
-    empty_state, mark_version_changes, style_figure,
+    empty_state, mark_alert_periods, mark_version_changes, style_figure,
 )
 from infersight_dashboard.filters import View
 
@@ -29,6 +37,8 @@ dash.register_page(__name__, path="/degradation", name="Degradation",
                    title="Degradation · Infersight", order=2)
 
 PREVIOUS_VERSION, BASELINE_WINDOW = "previous", "baseline"
+# The page's parameters in the URL's query string, in the order of its controls.
+URL_KEYS = ("dmodel", "ref", "base_from", "base_to", "a", "b")
 _HIST_STEP = 0.02  # width of the confidence distribution's bars
 # Side-by-side rows: (column of `queries.version_summary`, label, format).
 COMPARED = (
@@ -40,6 +50,8 @@ COMPARED = (
     ("tokens_per_call", "Tokens per call", "{:,.1f}"),
     ("cost_per_call", "Cost per call (USD)", "${:,.5f}"),
     ("mean_confidence", "Mean confidence", "{:.3f}"),
+    ("mean_score", "Mean feedback score", "{:.3f}"),
+    ("negative_share", "Negative feedback", "{:.1%}"),
 )
 _DRIFT_COLUMNS = [{"id": c, "name": n} for c, n in [
     ("version", "Version"), ("reference", "Reference"), ("calls", "Calls with confidence"),
@@ -50,16 +62,18 @@ def layout(**query):
     def labelled(text, control):
         return html.Label([text, control])
 
+    model, reference, base_from, base_to, _a, _b = url_controls(View.from_params(query))
     return html.Div([
         html.Div(className="controls", children=[
-            labelled("Model", dcc.Dropdown(id="degradation-model", clearable=False,
-                                           style={"width": "16em"})),
+            labelled("Model", dcc.Dropdown(id="degradation-model", value=model,
+                                           style={"width": "20em"})),
             labelled("Drift reference", dcc.RadioItems(
-                id="degradation-reference", value=PREVIOUS_VERSION, inline=True,
+                id="degradation-reference", value=reference, inline=True,
                 options=[{"label": " previous version ", "value": PREVIOUS_VERSION},
                          {"label": " pinned baseline window ", "value": BASELINE_WINDOW}])),
             labelled("Baseline window (UTC days; default: the previous period)",
-                     dcc.DatePickerRange(id="degradation-baseline", clearable=True)),
+                     dcc.DatePickerRange(id="degradation-baseline", clearable=True,
+                                         start_date=base_from, end_date=base_to)),
         ]),
         empty_state("degradation"),
         html.Div(id="degradation-content", children=[
@@ -85,12 +99,29 @@ def layout(**query):
                           dcc.Graph(id="degradation-errors")]),
                 html.Div([html.H3("Tokens per call"), dcc.Graph(id="degradation-tokens")]),
             ]),
+            html.H3("User feedback per version"),
+            html.P(f"Negative: a score below {queries.NEGATIVE_SCORE_BELOW} (scores run from 0, "
+                   f"thumbs down, to 1, thumbs up) or a label among "
+                   f"{', '.join(queries.NEGATIVE_LABELS)}. A verdict about a whole trace counts "
+                   f"for each version in it; points are placed at the time of the call.",
+                   className="note"),
+            html.P(id="degradation-feedback-none", className="note", hidden=True, children=[
+                "No feedback on this model's calls in this time range. Record a verdict with ",
+                html.Code("infersight.feedback(score=0, label=\"hallucination\")"),
+                " in the service, or POST it to the collector's /v1/feedback."]),
+            html.Div(id="degradation-feedback-charts", className="grid2", children=[
+                html.Div([html.H3("Mean feedback score"),
+                          dcc.Graph(id="degradation-feedback-score")]),
+                html.Div([html.H3(f"Share of negative feedback (buckets of "
+                                  f"{queries.MIN_FEEDBACK_FOR_SHARE}+ verdicts)"),
+                          dcc.Graph(id="degradation-feedback-negative")]),
+            ]),
             html.H3("Side by side"),
             html.Div(className="controls", children=[
-                labelled("Version A", dcc.Dropdown(id="degradation-a", style={"width": "18em"})),
-                labelled("Version B", dcc.Dropdown(id="degradation-b", style={"width": "18em"})),
+                labelled("Version A", dcc.Dropdown(id="degradation-a", style={"width": "24em"})),
+                labelled("Version B", dcc.Dropdown(id="degradation-b", style={"width": "24em"})),
             ]),
-            html.Div(className="grid2", children=[
+            html.Div(className="table-and-chart", children=[
                 dash_table.DataTable(id="degradation-compare",
                                      style_cell={"fontFamily": "inherit",
                                                  "padding": "0.3em 0.75em"}),
@@ -103,23 +134,94 @@ def layout(**query):
 @dash.callback(
     Output("degradation-model", "options"),
     Output("degradation-model", "value"),
+    Output("degradation-model", "placeholder"),
+    Output("degradation-reference", "value"),
+    Output("degradation-baseline", "start_date"),
+    Output("degradation-baseline", "end_date"),
     Input("url", "search"),
-    State("degradation-model", "value"),
 )
-def choose_model(search, current):
-    """The models in the window; the global model filter, else the one kept, else the model
-    with the most versions (then calls) is shown first."""
+def choose_model(search):
+    """The controls as the URL says (Back and Forward, a linked view): the models in the window
+    (only the global model filter's, when set), most versions (then calls) first; the model
+    chosen, or None with the automatic choice as placeholder; reference; baseline dates."""
     view = View.from_query(search)
+    models = ranked_models(view)
+    model, reference, base_from, base_to, _a, _b = url_controls(view)
+    placeholder = f"{models[0]} (most versions)" if models else "No model in this range"
+    return (models, model if model in models else None, placeholder, reference, base_from,
+            base_to)
+
+
+@dash.callback(
+    Output("url", "search", allow_duplicate=True),
+    Input("degradation-model", "value"),
+    Input("degradation-reference", "value"),
+    Input("degradation-baseline", "start_date"),
+    Input("degradation-baseline", "end_date"),
+    Input("degradation-a", "value"),
+    Input("degradation-b", "value"),
+    State("url", "search"),
+    State("degradation-model", "options"),
+    State("degradation-a", "options"),
+    prevent_initial_call=True,
+)
+def remember(model, reference, base_from, base_to, a, b, search, models, versions):
+    """Put what the controls say in the URL (see the module docstring)."""
+    return controls_query(search, [model, reference, base_from, base_to, a, b],
+                          models or [], [o["value"] for o in versions or []])
+
+
+def url_controls(view: View) -> tuple:
+    """(model, reference, baseline from, baseline to, a, b) as the URL says; None where unset
+    or unreadable. Whether a model or version exists is for the caller to check."""
+    model, ref, base_from, base_to, a, b = (view.get(k) or None for k in URL_KEYS)
+    return (model, BASELINE_WINDOW if ref == BASELINE_WINDOW else PREVIOUS_VERSION,
+            _day(base_from), _day(base_to), a, b)
+
+
+def controls_query(search: str | None, values: list, models: list[str],
+                   versions: list[str]):
+    """The URL's query string with the controls' `values` (in `URL_KEYS` order), or
+    `no_update` when they mean what the URL already says. A URL value the controls could not
+    take (a model or version not in the window) reads as unset, so a dropdown clearing it does
+    not rewrite the URL; choosing another model forgets the compared versions."""
+    view = View.from_query(search)
+    model, ref, base_from, base_to, a, b = url_controls(view)
+    now = [model if model in models else None, ref, base_from, base_to,
+           a if a in versions else None, b if b in versions else None]
+    wanted = [values[0] or None, values[1] or PREVIOUS_VERSION, _day(values[2]),
+              _day(values[3]), values[4] or None, values[5] or None]
+    if wanted == now:
+        return no_update
+    if wanted[0] != now[0]:
+        wanted[4] = wanted[5] = None
+    wanted[1] = "" if wanted[1] == PREVIOUS_VERSION else wanted[1]
+    return view.with_extra(**{k: v or "" for k, v in zip(URL_KEYS, wanted)}).to_query()
+
+
+def ranked_models(view: View) -> list[str]:
+    """The models in the view's window, most versions (then calls) first."""
     start, end = view.window()
     versions = queries.version_first_seen(get_store(), start, end,
-                                          replace(view.filters, model="", version=""))
+                                          replace(view.filters, version=""))
     ranked = (versions.groupby("model").agg(versions=("version", "size"), calls=("calls", "sum"))
               .sort_values(["versions", "calls"], ascending=False))
-    models = list(ranked.index)
-    for wanted in (view.filters.model, current):
-        if wanted in models:
-            return models, wanted
-    return models, models[0] if models else None
+    return list(ranked.index)
+
+
+def shown_model(view: View) -> str | None:
+    """The model the page shows: the URL's, else the automatic choice."""
+    models = ranked_models(view)
+    wanted = url_controls(view)[0]
+    return wanted if wanted in models else (models[0] if models else None)
+
+
+def _day(value: str | None) -> str | None:
+    """A date picker's or the URL's day as YYYY-MM-DD; None if it is not one."""
+    try:
+        return date.fromisoformat((value or "")[:10]).isoformat()
+    except ValueError:
+        return None
 
 
 @dash.callback(
@@ -133,21 +235,23 @@ def choose_model(search, current):
     Output("degradation-a", "value"),
     Output("degradation-b", "options"),
     Output("degradation-b", "value"),
+    Output("degradation-a", "placeholder"),
+    Output("degradation-b", "placeholder"),
     Output("degradation-empty", "hidden"),
     Output("degradation-content", "hidden"),
     Input("url", "search"),
     Input("refresh-timer", "n_intervals"),
-    Input("degradation-model", "value"),
-    Input("degradation-reference", "value"),
-    Input("degradation-baseline", "start_date"),
-    Input("degradation-baseline", "end_date"),
 )
-def update(search, _n_intervals, model, reference, baseline_start, baseline_end):
-    """Drift table, the five figures, the A/B choices, and empty state / content visibility."""
+def update(search, _n_intervals):
+    """Drift table, the five figures, the A/B choices (the URL's, else None with the automatic
+    pair as placeholders), and empty state / content visibility. The controls reach it
+    through the URL."""
     store, view = get_store(), View.from_query(search)
     start, end = view.window()
+    model = shown_model(view)
+    _, reference, baseline_start, baseline_end, url_a, url_b = url_controls(view)
     if not model:
-        return ([], *[go.Figure()] * 5, [], None, [], None, False, True)
+        return ([], *[go.Figure()] * 5, [], None, [], None, "", "", False, True)
     filters = replace(view.filters, model=model, version="")
     summary = queries.version_summary(store, start, end, filters)
     series = queries.version_timeseries(store, start, end,
@@ -162,27 +266,24 @@ def update(search, _n_intervals, model, reference, baseline_start, baseline_end)
     rows = drift_rows(hist, versions, baseline)
 
     def timeline(frame, y, title, **kw):
-        figure = px.line(frame, x="bucket", y=y, color="version", markers=True,
-                         labels={"bucket": "", y: title, "version": "Version"}, **kw)
-        style_figure(figure, (start, end), height=300, legend_title_text="")
-        return mark_version_changes(figure, changes)
+        return version_timeline(frame, y, title, (start, end), changes, **kw)
 
     latency = series.melt(id_vars=["bucket", "version"], value_vars=["p50_ms", "p95_ms", "p99_ms"],
                           var_name="quantile", value_name="ms")
     latency["quantile"] = latency["quantile"].str.removesuffix("_ms")
     options = [{"label": v, "value": v} for v in versions]
-    # Default comparison: the newest version against the one before it ("(none)" is no version).
-    known = [v for v in versions if v != queries.NO_VALUE] or versions
-    b = view.filters.version if view.filters.version in versions else known[-1]
-    a = next((v for v in reversed(known) if v != b), b)
+    auto_a, auto_b = default_pair(versions, view.filters.version)
     return (
         rows,
         confidence_figure(hist),
         timeline(series, "mean_confidence", "Mean confidence"),
         timeline(latency, "ms", "Latency (ms)", line_dash="quantile"),
-        timeline(series, "error_rate", "Error rate").update_yaxes(tickformat=".0%"),
+        timeline(series, "error_rate", "Error rate").update_yaxes(tickformat=".0%",
+                                                                  rangemode="nonnegative"),
         timeline(series, "tokens_per_call", "Tokens per call"),
-        options, a, options, b, True, False,
+        options, url_a if url_a in versions else None,
+        options, url_b if url_b in versions else None,
+        f"{auto_a} (auto)", f"{auto_b} (newest)", True, False,
     )
 
 
@@ -191,25 +292,82 @@ def update(search, _n_intervals, model, reference, baseline_start, baseline_end)
     Output("degradation-compare", "data"),
     Output("degradation-compare-confidence", "figure"),
     Input("url", "search"),
-    Input("degradation-model", "value"),
-    Input("degradation-a", "value"),
-    Input("degradation-b", "value"),
 )
-def compare(search, model, version_a, version_b):
-    """Version A and version B of one model side by side, with B's drift from A."""
-    if not (model and version_a and version_b):
-        return [], [], go.Figure()
+def compare(search):
+    """Version A and version B of the shown model side by side (the URL's, else the newest
+    against the one before), with B's drift from A and feedback where there is any."""
     view = View.from_query(search)
+    model = shown_model(view)
+    if not model:
+        return [], [], go.Figure()
     start, end = view.window()
     filters = replace(view.filters, model=model, version="")
     store = get_store()
     summary = queries.version_summary(store, start, end, filters).set_index("version")
+    versions = list(summary.index)
+    version_a, version_b = default_pair(versions, view.filters.version)
+    url_a, url_b = url_controls(view)[4:]
+    version_a = url_a if url_a in versions else version_a
+    version_b = url_b if url_b in versions else version_b
+    feedback = queries.feedback_summary(store, start, end, filters).set_index("version")
+    summary = summary.join(feedback[["mean_score", "negative_share"]])
     hist = queries.confidence_histogram(store, start, end, filters)
     hist = hist[hist["version"].isin([version_a, version_b])]
     rows = comparison_rows(summary, version_a, version_b, hist)
     columns = [{"id": "metric", "name": ""}, {"id": "a", "name": f"A: {version_a}"},
                {"id": "b", "name": f"B: {version_b}"}, {"id": "change", "name": "B vs A"}]
     return columns, rows, confidence_figure(hist)
+
+
+@dash.callback(
+    Output("degradation-feedback-score", "figure"),
+    Output("degradation-feedback-negative", "figure"),
+    Output("degradation-feedback-none", "hidden"),
+    Output("degradation-feedback-charts", "hidden"),
+    Input("url", "search"),
+    Input("refresh-timer", "n_intervals"),
+)
+def feedback(search, _n_intervals):
+    """Mean feedback score and share of negative feedback per version over time; a note
+    instead of the charts when the shown model has no feedback in the window."""
+    store, view = get_store(), View.from_query(search)
+    model = shown_model(view)
+    if not model:
+        return go.Figure(), go.Figure(), False, True
+    start, end = view.window()
+    filters = replace(view.filters, model=model, version="")
+    series = queries.feedback_timeseries(store, start, end,
+                                         queries.choose_bucket_seconds(start, end), filters)
+    if series.empty:
+        return go.Figure(), go.Figure(), False, True
+    changes = queries.version_changes(store, start, end, filters)
+    score = version_timeline(series, "mean_score", "Mean score", (start, end), changes,
+                             hover_data=["scored"])
+    negative = version_timeline(series, "negative_share", "Negative share", (start, end),
+                                changes, hover_data=["feedback", "negative"])
+    return (score, negative.update_yaxes(tickformat=".0%", rangemode="nonnegative"), True,
+            False)
+
+
+def version_timeline(frame: pd.DataFrame, y: str, title: str, x_range, changes: pd.DataFrame,
+                     **kw) -> go.Figure:
+    """One line per version of `y` over the buckets, version changes marked."""
+    figure = px.line(frame, x="bucket", y=y, color="version", markers=True,
+                     labels={"bucket": "", y: title, "version": "Version"}, **kw)
+    style_figure(figure, x_range, height=300, legend_title_text="")
+    mark_alert_periods(figure, queries.alert_periods(
+        get_store(), *x_range, exclude_kinds=queries.COST_ALERT_KINDS))
+    return mark_version_changes(figure, changes)
+
+
+def default_pair(versions: list[str], preferred_b: str = "") -> tuple[str | None, str | None]:
+    """The automatic comparison in `versions` (oldest first): the newest version (or the global
+    version filter's) against the one before it; "(none)" is no version."""
+    if not versions:
+        return None, None
+    known = [v for v in versions if v != queries.NO_VALUE] or versions
+    b = preferred_b if preferred_b in versions else known[-1]
+    return next((v for v in reversed(known) if v != b), b), b
 
 
 def baseline_window(start_date: str | None, end_date: str | None, start: datetime,
@@ -251,10 +409,13 @@ def drift_rows(hist: pd.DataFrame, versions: list[str],
 
 
 def comparison_rows(summary: pd.DataFrame, a: str, b: str, hist: pd.DataFrame) -> list[dict]:
-    """One row per compared metric (values formatted), plus B's confidence drift from A."""
+    """One row per compared metric either version has (values formatted), plus B's confidence
+    drift from A."""
     rows = []
     for key, label, fmt in COMPARED:
         va, vb = (summary[key].get(v, np.nan) for v in (a, b))
+        if not (np.isfinite(va) or np.isfinite(vb)):
+            continue  # neither version has it (no confidence reported, no feedback)
         change = "—" if not (va and np.isfinite(va) and np.isfinite(vb)) else f"{vb / va - 1:+.1%}"
         rows.append({"metric": label, "a": _fmt(fmt, va), "b": _fmt(fmt, vb), "change": change})
     b_from_a = drift_rows(hist, [a, b])[-1] if a != b else None

@@ -55,7 +55,7 @@ def layout(**query):
         html.Div(id="traces-content", children=[
             dash_table.DataTable(
                 id="traces-table", columns=_COLUMNS, page_size=20, sort_action="native",
-                markdown_options={"link_target": "_self"},
+                markdown_options={"link_target": "_self"}, style_table={"overflowX": "auto"},
                 style_cell={"fontFamily": "inherit", "padding": "0.3em 0.75em"},
                 style_header={"fontWeight": "bold"}),
             html.Div(id="traces-detail"),
