@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import grpc
+
 ENV_KEYS_FILE = "INFERSIGHT_API_KEYS_FILE"
 PROJECT_ATTRIBUTE = "infersight.project.id"  # resource attribute; the ProjectId column reads it
 
@@ -65,3 +67,16 @@ class ApiKeys:
             raise Unauthenticated("unknown API key: check the key configured in the exporter "
                                   "against the collector's keys file")
         return project
+
+
+def grpc_project(api_keys: ApiKeys | None, context: grpc.ServicerContext) -> str | None:
+    """The project of a gRPC call's API key (None when keys are off); a call without a valid
+    key is aborted with UNAUTHENTICATED and a message saying what to send."""
+    if api_keys is None:
+        return None
+    authorization = next((v for k, v in context.invocation_metadata() if k == "authorization"),
+                         None)
+    try:
+        return api_keys.project_for(authorization)
+    except Unauthenticated as exc:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from infersight.v1 import feedback_pb2, feedback_pb2_grpc
 
-from .auth import ApiKeys, Unauthenticated
+from .auth import ApiKeys, grpc_project
 from .store import Store
 from .store.schema import FEEDBACK_TABLE
 
@@ -100,13 +100,7 @@ class FeedbackService(feedback_pb2_grpc.FeedbackServicer):
 
     def Record(self, request: feedback_pb2.RecordFeedbackRequest,
                context: grpc.ServicerContext) -> feedback_pb2.RecordFeedbackResponse:
-        project = None
-        if self.api_keys is not None:
-            authorization = dict(context.invocation_metadata()).get("authorization")
-            try:
-                project = self.api_keys.project_for(authorization)
-            except Unauthenticated as exc:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        project = grpc_project(self.api_keys, context)
         data = {name: getattr(request, name) for name in
                 ("trace_id", "span_id", "time_unix_nano", *_TEXT_FIELDS)}
         data["score"] = request.score if request.HasField("score") else None

@@ -15,7 +15,7 @@ import grpc
 
 from infersight.v1 import spend_pb2, spend_pb2_grpc
 
-from ..auth import ApiKeys, Unauthenticated
+from ..auth import ApiKeys, grpc_project
 from ..store import Store
 from ..store.schema import ROLLUP_TABLE, SPANS_TABLE
 
@@ -59,13 +59,7 @@ class SpendService(spend_pb2_grpc.SpendServicer):
 
     def Get(self, request: spend_pb2.GetSpendRequest,
             context: grpc.ServicerContext) -> spend_pb2.GetSpendResponse:
-        project = None
-        if self.api_keys is not None:
-            authorization = dict(context.invocation_metadata()).get("authorization")
-            try:
-                project = self.api_keys.project_for(authorization)
-            except Unauthenticated as exc:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        project = grpc_project(self.api_keys, context)
         period = request.period or "day"
         if period not in _PERIODS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
