@@ -21,6 +21,7 @@ from infersight import attributes as A
 from infersight.instrumentors import anthropic as anthropic_instr
 from infersight.pricing import Usage, cost_usd
 from infersight_collector.fake_provider import FakeAnthropic, Reply
+from tests.span_checks import only_span
 
 MODEL = "claude-haiku-4-5-20251001"
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
@@ -43,12 +44,6 @@ def client(fake):
 def aclient(fake):
     return anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="test", max_retries=0,
                                     open_telemetry=False)
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
 
 
 CACHED = Reply(model=MODEL, prompt_tokens=200, completion_tokens=50, cached_tokens=1000,

@@ -16,6 +16,7 @@ from infersight.pricing import Usage, cost_usd
 from infersight_collector.fake_provider import Reply
 from tests.fakes import LoopbackServer
 from tests.fakes.bedrock import route
+from tests.span_checks import only_span
 
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
 LLAMA = "meta.llama3-1-70b-instruct-v1:0"
@@ -33,12 +34,6 @@ def client(fake):
     return boto3.client("bedrock-runtime", endpoint_url=fake.url, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test",
                         config=botocore.config.Config(retries={"max_attempts": 1}))
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
 
 
 def assert_cost_agrees(attrs, model, **usage):

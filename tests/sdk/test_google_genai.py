@@ -14,10 +14,11 @@ from opentelemetry.trace import StatusCode
 from infersight import _state
 from infersight import attributes as A
 from infersight.instrumentors import google_genai as google_instr
-from infersight.pricing import Usage, cost_usd, resolve_model
+from infersight.pricing import resolve_model
 from infersight_collector.fake_provider import Reply
 from tests.fakes import LoopbackServer
 from tests.fakes.google import SERVED, route
+from tests.span_checks import only_span, priced
 
 MODEL = "gemini-2.5-flash"
 
@@ -32,18 +33,6 @@ def fake():
 def client(fake):
     return genai.Client(api_key="test", http_options={
         "base_url": fake.url, "retry_options": {"attempts": 1}})
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
-
-
-def priced(model, **usage):
-    cost = cost_usd(model, Usage(**usage))
-    assert cost is not None, f"{model} is not priced"
-    return cost
 
 
 def test_patch_targets_exist_in_installed_google_genai():

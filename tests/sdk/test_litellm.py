@@ -18,8 +18,8 @@ litellm = pytest.importorskip(
 from opentelemetry.trace import StatusCode  # noqa: E402
 
 from infersight import attributes as A  # noqa: E402
-from infersight.pricing import Usage, cost_usd  # noqa: E402
 from infersight_collector.fake_provider import FakeAnthropic, Reply  # noqa: E402
+from tests.span_checks import priced  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
 GPT = "gpt-4o-mini"
@@ -36,12 +36,6 @@ def only_span(spans):
     finished = spans.get_finished_spans()
     assert len(finished) == 1, [(s.name, s.instrumentation_scope.name) for s in finished]
     return finished[0]
-
-
-def priced(model, **usage):
-    cost = cost_usd(model, Usage(**usage))
-    assert cost is not None, f"{model} is not priced"
-    return cost
 
 
 def openai_call(fake, **kwargs):

@@ -18,10 +18,11 @@ import infersight
 from infersight import _state
 from infersight import attributes as A
 from infersight.instrumentors import mistral as mistral_instr
-from infersight.pricing import Usage, cost_usd, resolve_model
+from infersight.pricing import resolve_model
 from infersight_collector.fake_provider import Reply
 from tests.fakes import LoopbackServer
 from tests.fakes.mistral import SERVED, route
+from tests.span_checks import only_span, priced
 
 MODEL = "mistral-large-latest"
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
@@ -36,18 +37,6 @@ def fake():
 @pytest.fixture
 def client(fake):
     return Mistral(api_key="test", server_url=fake.url)
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
-
-
-def priced(model, **usage):
-    cost = cost_usd(model, Usage(**usage))
-    assert cost is not None, f"{model} is not priced"
-    return cost
 
 
 def test_patch_targets_exist_in_installed_mistralai():

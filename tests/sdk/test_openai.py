@@ -15,24 +15,9 @@ from infersight import _state
 from infersight import attributes as A
 from infersight.instrumentors import openai as openai_instr
 from infersight_collector.fake_provider import Reply
+from tests.span_checks import only_span
 
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
-
-
-@pytest.fixture
-def client(fake_openai):
-    return openai.OpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
-
-
-@pytest.fixture
-def aclient(fake_openai):
-    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
 
 
 def test_chat_span_has_tokens_cost_and_models(spans, client, fake_openai):

@@ -16,30 +16,9 @@ from infersight import attributes as A
 from infersight.instrumentors import openai as openai_instr
 from infersight.pricing import Usage, cost_usd
 from infersight_collector.fake_provider import EMBEDDING_DIMENSIONS, Reply
+from tests.span_checks import only_span, priced
 
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
-
-
-@pytest.fixture
-def client(fake_openai):
-    return openai.OpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
-
-
-@pytest.fixture
-def aclient(fake_openai):
-    return openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key="test", max_retries=0)
-
-
-def only_span(spans):
-    finished = spans.get_finished_spans()
-    assert len(finished) == 1, [s.name for s in finished]
-    return finished[0]
-
-
-def priced(model, **usage):
-    cost = cost_usd(model, Usage(**usage))
-    assert cost is not None, f"{model} should be in the price file"
-    return cost
 
 
 def test_patch_targets_exist_in_installed_openai():
