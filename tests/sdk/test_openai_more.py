@@ -247,3 +247,23 @@ def test_provider_worked_out_once_per_client(spans, client, monkeypatch):
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(calls) == 1
     assert {s.attributes[A.PROVIDER] for s in spans.get_finished_spans()} == {"openai"}
+
+
+@pytest.mark.parametrize("host, provider", [("api.groq.com/openai", "groq"),
+                                            ("api.together.xyz", "together_ai")])
+def test_a_hosts_own_price_applies_to_the_open_models_it_serves(spans, fake_openai, host,
+                                                                 provider):
+    """gpt-oss-120b costs differently on Groq and Together and has no provider-free price.
+    The client reaches the named host through the fake server acting as an HTTP proxy, so the
+    real client and the real provider naming see that host."""
+    proxy = fake_openai.base_url.rsplit("/v1", 1)[0]
+    client = openai.OpenAI(base_url=f"http://{host}/v1", api_key="test", max_retries=0,
+                           http_client=openai.DefaultHttpxClient(proxy=proxy))
+    fake_openai.expect(Reply(prompt_tokens=1000, completion_tokens=100))
+    client.chat.completions.create(model="openai/gpt-oss-120b", messages=MESSAGES)
+    attrs = only_span(spans).attributes
+    assert attrs[A.PROVIDER] == provider
+    assert cost_usd("openai/gpt-oss-120b", Usage(input=1000, output=100)) is None
+    assert attrs[A.COST] == pytest.approx(cost_usd(
+        "openai/gpt-oss-120b", Usage(input=1000, output=100), provider=provider))
+    assert attrs[A.COST_SOURCE] == "sdk"

@@ -92,18 +92,21 @@ def start_span(name: str, attributes: dict[str, Any]) -> Span:
     return _state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
-def add_cost(attrs: dict[str, Any], model: str | None, provider: str | None = None) -> None:
-    """Price the tokens in `attrs` (contract names) and record the cost and its source.
-    Without token counts (a stream sent without usage) the cost is unknown: left absent.
-    `provider` (gen_ai.provider.name) picks a host's own price, e.g. Groq's for a Llama."""
+def add_cost(attrs: dict[str, Any], request_model: str | None, provider: str | None) -> None:
+    """Price the tokens in `attrs` (contract names: the response's attributes) and record the
+    cost and its source. The served model is priced, else the requested one; the provider
+    (the response's, e.g. where a router sent the call, else the request's) picks a host's own
+    price, e.g. Groq's for an open model that Together prices differently. Without token counts
+    (a stream sent without usage) the cost is unknown: left absent."""
     if A.INPUT_TOKENS not in attrs and A.OUTPUT_TOKENS not in attrs:
         return
+    model = attrs.get(A.RESPONSE_MODEL) or request_model
     usage = Usage(
         input=attrs.get(A.INPUT_TOKENS, 0), output=attrs.get(A.OUTPUT_TOKENS, 0),
         cache_read=attrs.get(A.CACHE_READ_TOKENS, 0),
         cache_write=attrs.get(A.CACHE_WRITE_TOKENS, 0),
     )
-    cost = cost_usd(model, usage, provider=provider or attrs.get(A.PROVIDER))
+    cost = cost_usd(model, usage, provider=attrs.get(A.PROVIDER) or provider)
     if cost is None:
         attrs[A.COST_SOURCE] = A.COST_UNKNOWN_MODEL
     else:
@@ -126,11 +129,11 @@ def now() -> float:
 
 
 def finish_attributes(attrs: dict[str, Any], request_model: str | None) -> None:
-    """Model version and cost, once tokens and the served model are known."""
+    """The model version, once the served model is known (cost is added by `_Call` and
+    `StreamState`, which know the call's provider)."""
     model = attrs.get(A.RESPONSE_MODEL) or request_model
     if model:
         attrs[A.MODEL_VERSION] = model
-    add_cost(attrs, model)
 
 
 def tool_call_attributes(attrs: dict[str, Any], names: list[str]) -> None:
@@ -167,15 +170,18 @@ class Accumulator(Protocol):
 class StreamState:
     """One stream's span and accumulator: times the first chunk, ends the span exactly once."""
 
-    __slots__ = ("span", "accumulator", "started", "where", "first", "ended")
+    __slots__ = ("span", "accumulator", "started", "where", "first", "ended", "model", "provider")
 
-    def __init__(self, span: Span, accumulator: Accumulator, started: float, where: str):
+    def __init__(self, span: Span, accumulator: Accumulator, started: float, where: str,
+                 model: str | None = None, provider: str | None = None):
         self.span = span
         self.accumulator = accumulator
         self.started = started
         self.where = where
         self.first: float | None = None
         self.ended = False
+        self.model = model
+        self.provider = provider
 
     def add(self, item: Any) -> None:
         if self.first is None:
@@ -191,6 +197,7 @@ class StreamState:
         self.ended = True
         try:
             attrs = self.accumulator.attributes()
+            add_cost(attrs, self.model, self.provider)
             if self.first is not None:
                 attrs[A.TIME_TO_FIRST_CHUNK] = self.first - self.started
             self.span.set_attributes(attrs)
@@ -336,7 +343,7 @@ class Operation:
             model = attrs.get(A.REQUEST_MODEL)
             operation = attrs[A.OPERATION]
             span = start_span(f"{operation} {model}" if model else operation, attrs)
-            return _Call(self, span, model, accumulator)
+            return _Call(self, span, model, attrs.get(A.PROVIDER), accumulator)
         except Exception as exc:
             _state.record_failure(f"{self.where} request", exc)
             return None
@@ -385,12 +392,14 @@ class Operation:
 
 
 class _Call:
-    __slots__ = ("op", "span", "model", "accumulator", "started")
+    __slots__ = ("op", "span", "model", "provider", "accumulator", "started")
 
-    def __init__(self, op: Operation, span: Span, model: str | None, accumulator: Any):
+    def __init__(self, op: Operation, span: Span, model: str | None, provider: str | None,
+                 accumulator: Any):
         self.op = op
         self.span = span
         self.model = model
+        self.provider = provider
         self.accumulator = accumulator
         self.started = now()
 
@@ -398,12 +407,15 @@ class _Call:
         """End the span for a returned result, or hand it to a stream proxy that will."""
         try:
             if self.accumulator is not None:
-                state = StreamState(self.span, self.accumulator, self.started, self.op.where)
+                state = StreamState(self.span, self.accumulator, self.started, self.op.where,
+                                    self.model, self.provider)
                 followed = self.op.attach(result, state, proxy)
                 if followed is not None:
                     return followed
             else:
-                self.span.set_attributes(self.op.response(result, self.model))
+                attrs = self.op.response(result, self.model)
+                add_cost(attrs, self.model, self.provider)
+                self.span.set_attributes(attrs)
         except Exception as exc:
             _state.record_failure(f"{self.op.where} response", exc)
         self.span.end()
