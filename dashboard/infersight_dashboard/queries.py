@@ -9,12 +9,17 @@ only our own table name and fixed expressions are formatted in. Every query is b
 AI spans only (`Operation != ''`), so the plain HTTP or database spans of a service never show
 up as calls. The same SQL runs on chDB and a ClickHouse server.
 
-Quantiles are exact (`quantileExact`: the value at 0-based rank floor(q * n)): per-version and
-per-bucket call counts are small enough that an approximate quantile would visibly wander.
+Aggregates (totals, cost per feature / model / version, version series and summaries, filter
+options) read the per-hour and per-minute rollups of schema migration 6 plus the raw spans at
+the window's ragged edges (see "the rollups" below): sums, counts and first/last times are
+exact; latency quantiles merge t-digest states and are approximate (exact on a few distinct
+values, as the known-answer tests use). Per-user / per-tenant cost, confidence histograms,
+expensive calls, trace search and the waterfall read the spans.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 
@@ -22,7 +27,10 @@ import pandas as pd
 
 from infersight import attributes as A
 from infersight_collector.store import Store
-from infersight_collector.store.schema import ALERTS_TABLE, FEEDBACK_TABLE, SPANS_TABLE
+from infersight_collector.store.schema import (
+    ALERTS_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES, FEEDBACK_TABLE,
+    SPANS_TABLE,
+)
 from infersight_dashboard.auth import current_project
 from infersight_dashboard.filters import Filters
 
@@ -87,6 +95,84 @@ _FEEDBACK_COLUMNS = (
 )
 
 
+# ---- the rollups (schema migration 6) ------------------------------------------------------
+# Aggregates read `ai_calls_1h` for the whole hours of the window, `ai_calls_1m` for the whole
+# minutes left at either end, and otel_traces only for the seconds before the first whole
+# minute and after the last: the same rows, so sums, counts, first/last call times and mean
+# times are exact. A chart whose bucket is not a whole number of minutes (hours) leaves the
+# minute (hour) table out. Latency quantiles merge t-digest states and are approximate: their
+# error is in rank, and on a few distinct values they come out exact; they are rounded to the
+# microsecond (a t-digest keeps Float32 values).
+_ROLLUP_DIMENSIONS = {**_DIMENSIONS, "model": "Family", "version": "Version"}
+_ROLLUP_FILTERS = "".join(
+    f" AND ({{{key}:String}} = '' OR {_ROLLUP_DIMENSIONS[key]} = {{{key}:String}})"
+    for key in asdict(Filters())
+)
+_CALL_COLUMNS = ", ".join([name for name, _ in CALLS_KEY] + [name for name, _, _ in CALLS_VALUES])
+_RAW_CALLS = ", ".join([f"{expr} AS {name}" for name, expr in CALLS_KEY]
+                       + [f"{expr} AS {name}" for name, _, expr in CALLS_VALUES])
+_RAW_GROUP = ", ".join(name for name, _ in CALLS_KEY)
+_R_BUCKET = "toDateTime64(toStartOfInterval(T, INTERVAL {bucket:UInt32} SECOND, 'UTC'), 3, 'UTC')"
+_R_FEATURE = f"if(Feature = '', '{NO_VALUE}', Feature)"
+_R_ERROR_RATE = "if(calls >= {min_calls:UInt32}, errors / calls, nan)"
+_R_QUANTILES = ("arrayMap(x -> round(x / 1e6, 3),"
+                " quantilesTDigestMerge(0.5, 0.95, 0.99)(LatencyState))")
+_R_P95 = "round(quantileTDigestMerge(0.95)(LatencyState) / 1e6, 3)"
+_R_MEAN_CONFIDENCE = "if(sum(ConfidenceCalls) = 0, nan, sum(ConfidenceSum) / sum(ConfidenceCalls))"
+
+
+def _calls(store: Store) -> str:
+    """A subquery over AI calls in `[start, end)` and the filters: one row per time T and key,
+    with the rollups' value columns (see above; `_tier_params` sets the ranges)."""
+    db = store.database
+    return f"""(
+        SELECT toDateTime(Hour, 'UTC') AS T, {_CALL_COLUMNS}
+        FROM {db}.{CALLS_1H_TABLE}
+        WHERE Hour >= {{h_start:DateTime64(3, 'UTC')}} AND Hour < {{h_end:DateTime64(3, 'UTC')}}
+              {_ROLLUP_FILTERS}
+        UNION ALL
+        SELECT toDateTime(Minute, 'UTC') AS T, {_CALL_COLUMNS}
+        FROM {db}.{CALLS_1M_TABLE}
+        WHERE Minute >= {{m_start:DateTime64(3, 'UTC')}} AND Minute < {{m_end:DateTime64(3, 'UTC')}}
+              AND (Minute < {{h_start:DateTime64(3, 'UTC')}}
+                   OR Minute >= {{h_end:DateTime64(3, 'UTC')}})
+              {_ROLLUP_FILTERS}
+        UNION ALL
+        SELECT toDateTime(toStartOfInterval(Timestamp, INTERVAL {{raw_grain:UInt32}} SECOND,
+                                            'UTC'), 'UTC') AS T, {_RAW_CALLS}
+        FROM {_table(store)}
+        WHERE {_WHERE}
+              AND (Timestamp < {{m_start:DateTime64(3, 'UTC')}}
+                   OR Timestamp >= {{m_end:DateTime64(3, 'UTC')}})
+        GROUP BY T, {_RAW_GROUP}
+    )"""
+
+
+def _floor(t: datetime, step: int) -> datetime:
+    return datetime.fromtimestamp(math.floor(t.timestamp() / step) * step, timezone.utc)
+
+
+def _ceil(t: datetime, step: int) -> datetime:
+    return datetime.fromtimestamp(math.ceil(t.timestamp() / step) * step, timezone.utc)
+
+
+def _tier_params(start: datetime, end: datetime, bucket: int | None = None) -> dict:
+    """Where `_calls` reads each tier: hours [h_start, h_end), minutes [m_start, m_end) outside
+    them, raw spans outside the minutes; a bucket the minutes (hours) cannot build leaves that
+    tier empty."""
+    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    m_start, m_end = _ceil(start, 60), _floor(end, 60)
+    if (bucket and bucket % 60) or m_start >= m_end:
+        m_start = m_end = end
+    h_start, h_end = _ceil(m_start, 3600), _floor(m_end, 3600)
+    if (bucket and bucket % 3600) or h_start >= h_end:
+        h_start = h_end = m_end
+    grain = math.gcd(int(bucket), 60) if bucket else 60
+    return {"m_start": _utc_text(m_start), "m_end": _utc_text(m_end),
+            "h_start": _utc_text(h_start), "h_end": _utc_text(h_end), "raw_grain": grain}
+
+
 def choose_bucket_seconds(start: datetime, end: datetime) -> int:
     """The smallest readable bucket that keeps a chart of `[start, end)` to at most 120 points."""
     span = (end - start).total_seconds()
@@ -103,14 +189,14 @@ def cost_per_feature_over_time(store: Store, start: datetime, end: datetime,
     # A bare DateTime bucket would come back zone-less or in the server's zone; DateTime64 with
     # an explicit zone arrives as a UTC timestamp from both backends.
     sql = f"""
-        SELECT {_BUCKET} AS bucket, {_FEATURE} AS feature, sum(CostUsd) AS cost_usd,
-               count() AS calls
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT {_R_BUCKET} AS bucket, {_R_FEATURE} AS feature, sum(CostUsd) AS cost_usd,
+               sum(Calls) AS calls
+        FROM {_calls(store)}
         GROUP BY bucket, feature
         ORDER BY bucket, feature
     """
-    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds)))
+    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
+                                    **_tier_params(start, end, int(bucket_seconds))))
 
 
 def feature_model_table(store: Store, start: datetime, end: datetime,
@@ -118,65 +204,62 @@ def feature_model_table(store: Store, start: datetime, end: datetime,
     """One row per (feature, served model), most expensive first.
 
     Columns: feature, model, calls, errors, cost_usd, input_tokens, output_tokens,
-    p95_latency_ms.
+    p95_latency_ms (approximate: see the rollups above).
     """
     sql = f"""
-        SELECT {_FEATURE} AS feature, {_MODEL} AS model, count() AS calls,
-               countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
+        SELECT {_R_FEATURE} AS feature, Model AS model, sum(Calls) AS calls,
+               sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
-               quantileExact(0.95)(Duration) / 1e6 AS p95_latency_ms
-        FROM {_table(store)}
-        WHERE {_WHERE}
+               {_R_P95} AS p95_latency_ms
+        FROM {_calls(store)}
         GROUP BY feature, model
         ORDER BY cost_usd DESC, feature, model
     """
-    return store.query(sql, _params(start, end, filters))
+    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
 def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
     """The values each global filter can take in the window: key, value, calls (most first).
 
     Not narrowed by the filters themselves, so choosing one feature still lists the others."""
-    pairs = ", ".join(f"('{key}', {_DIMENSIONS[key]})" for key in asdict(Filters()))
+    pairs = ", ".join(f"('{key}', {_ROLLUP_DIMENSIONS[key]})" for key in asdict(Filters()))
     sql = f"""
-        SELECT kv.1 AS key, kv.2 AS value, count() AS calls
-        FROM {_table(store)}
+        SELECT kv.1 AS key, kv.2 AS value, sum(Calls) AS calls
+        FROM {_calls(store)}
         ARRAY JOIN [{pairs}] AS kv
-        WHERE {_WINDOW} AND Operation != '' AND {_PROJECT}
         GROUP BY key, value
         ORDER BY key, calls DESC, value
     """
-    return store.query(sql, _params(start, end, None))
+    return store.query(sql, _params(start, end, None, **_tier_params(start, end)))
 
 
 def summary(store: Store, start: datetime, end: datetime,
             filters: Filters | None = None) -> pd.DataFrame:
     """One row for the window: calls, errors, cost_usd, input_tokens, output_tokens, tokens,
-    p95_latency_ms (NaN without calls)."""
+    p95_latency_ms (NaN without calls; approximate, see the rollups above)."""
     sql = f"""
-        SELECT count() AS calls, countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
+        SELECT sum(Calls) AS calls, sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
-               sum({_TOKENS}) AS tokens,
-               if(count() = 0, nan, quantileExact(0.95)(Duration) / 1e6) AS p95_latency_ms
-        FROM {_table(store)}
-        WHERE {_WHERE}
+               input_tokens + output_tokens AS tokens,
+               if(calls = 0, nan, {_R_P95}) AS p95_latency_ms
+        FROM {_calls(store)}
     """
-    return store.query(sql, _params(start, end, filters))
+    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
 def totals_over_time(store: Store, start: datetime, end: datetime, bucket_seconds: int,
                      filters: Filters | None = None) -> pd.DataFrame:
     """Per time bucket: bucket, calls, errors, cost_usd, tokens, p95_latency_ms."""
     sql = f"""
-        SELECT {_BUCKET} AS bucket, count() AS calls, countIf({_ERROR}) AS errors,
-               sum(CostUsd) AS cost_usd, sum({_TOKENS}) AS tokens,
-               quantileExact(0.95)(Duration) / 1e6 AS p95_latency_ms
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT {_R_BUCKET} AS bucket, sum(Calls) AS calls, sum(Errors) AS errors,
+               sum(CostUsd) AS cost_usd, sum(InputTokens) + sum(OutputTokens) AS tokens,
+               {_R_P95} AS p95_latency_ms
+        FROM {_calls(store)}
         GROUP BY bucket
         ORDER BY bucket
     """
-    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds)))
+    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
+                                    **_tier_params(start, end, int(bucket_seconds))))
 
 
 def cost_by(store: Store, start: datetime, end: datetime, by: str,
@@ -185,22 +268,31 @@ def cost_by(store: Store, start: datetime, end: datetime, by: str,
     tenant), most expensive first, at most `limit` rows.
 
     Columns: key, calls, cost_usd, input_tokens, output_tokens, cache_read_tokens,
-    cost_per_call, cost_per_1k_tokens (NaN without tokens).
+    cost_per_call, cost_per_1k_tokens (NaN without tokens). Users and tenants are read from
+    the spans; the other dimensions from the rollups.
     """
     if by not in _DIMENSIONS:
         raise ValueError(f"cannot group cost by {by!r}; choose one of {sorted(_DIMENSIONS)}")
-    sql = f"""
-        SELECT {_DIMENSIONS[by]} AS key, count() AS calls, sum(CostUsd) AS cost_usd,
-               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+    columns = """sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
                sum(CacheReadTokens) AS cache_read_tokens,
                cost_usd / calls AS cost_per_call,
                if(input_tokens + output_tokens = 0, nan,
-                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens
+                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens"""
+    tail = "GROUP BY key ORDER BY cost_usd DESC, key LIMIT {limit:UInt32}"
+    if by in _ROLLUP_DIMENSIONS and by not in ("user", "tenant"):
+        sql = f"""
+            SELECT {_ROLLUP_DIMENSIONS[by]} AS key, sum(Calls) AS calls,
+                   sum(CostUsd) AS cost_usd, {columns}
+            FROM {_calls(store)}
+            {tail}
+        """
+        return store.query(sql, _params(start, end, filters, limit=int(limit),
+                                        **_tier_params(start, end)))
+    sql = f"""
+        SELECT {_DIMENSIONS[by]} AS key, count() AS calls, sum(CostUsd) AS cost_usd, {columns}
         FROM {_table(store)}
         WHERE {_WHERE}
-        GROUP BY key
-        ORDER BY cost_usd DESC, key
-        LIMIT {{limit:UInt32}}
+        {tail}
     """
     return store.query(sql, _params(start, end, filters, limit=int(limit)))
 
@@ -210,14 +302,13 @@ def cache_savings_inputs(store: Store, start: datetime, end: datetime,
     """Cache-read tokens per served model (only models that read from a cache): model,
     cache_read_tokens. Their saving is priced from the price file, not in SQL."""
     sql = f"""
-        SELECT {_MODEL} AS model, sum(CacheReadTokens) AS cache_read_tokens
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT Model AS model, sum(CacheReadTokens) AS cache_read_tokens
+        FROM {_calls(store)}
         GROUP BY model
         HAVING cache_read_tokens > 0
         ORDER BY cache_read_tokens DESC, model
     """
-    return store.query(sql, _params(start, end, filters))
+    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
 def expensive_calls(store: Store, start: datetime, end: datetime,
@@ -245,15 +336,14 @@ def version_first_seen(store: Store, start: datetime, end: datetime,
     "Oldest" is by the mean time of a version's calls, not its first call: during a gradual
     rollout the new version's first call can come before the old one's first in the window."""
     sql = f"""
-        SELECT {_FAMILY} AS model, {_VERSION} AS version,
-               toDateTime64(min(Timestamp), 3, 'UTC') AS first_seen,
-               toDateTime64(max(Timestamp), 3, 'UTC') AS last_seen, count() AS calls
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT Family AS model, Version AS version,
+               toDateTime64(min(FirstCall), 3, 'UTC') AS first_seen,
+               toDateTime64(max(LastCall), 3, 'UTC') AS last_seen, sum(Calls) AS calls
+        FROM {_calls(store)}
         GROUP BY model, version
-        ORDER BY model, {_MEAN_TIME}, version
+        ORDER BY model, sum(TimeSumMs) / calls, version
     """
-    return store.query(sql, _params(start, end, filters))
+    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
 def version_changes(store: Store, start: datetime, end: datetime,
@@ -277,46 +367,47 @@ def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seco
                        filters: Filters | None = None,
                        min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
     """Per bucket and (model, version): bucket, model, version, calls, errors, error_rate
-    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms, tokens_per_call, mean_confidence
-    (NaN where no call reported one)."""
+    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms (approximate: see the rollups
+    above), tokens_per_call, mean_confidence (NaN where no call reported one)."""
     sql = f"""
-        SELECT {_BUCKET} AS bucket, {_FAMILY} AS model, {_VERSION} AS version,
-               count() AS calls, countIf({_ERROR}) AS errors,
-               if(calls >= {{min_calls:UInt32}}, errors / calls, nan) AS error_rate,
-               quantilesExact(0.5, 0.95, 0.99)(Duration) AS q,
-               q[1] / 1e6 AS p50_ms, q[2] / 1e6 AS p95_ms, q[3] / 1e6 AS p99_ms,
-               sum({_TOKENS}) / calls AS tokens_per_call,
-               ifNull(avg(Confidence), nan) AS mean_confidence
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT {_R_BUCKET} AS bucket, Family AS model, Version AS version,
+               sum(Calls) AS calls, sum(Errors) AS errors,
+               {_R_ERROR_RATE} AS error_rate,
+               {_R_QUANTILES} AS q,
+               q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms,
+               (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
+               {_R_MEAN_CONFIDENCE} AS mean_confidence
+        FROM {_calls(store)}
         GROUP BY bucket, model, version
         ORDER BY bucket, model, version
     """
     df = store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
-                                  min_calls=int(min_calls)))
+                                  min_calls=int(min_calls),
+                                  **_tier_params(start, end, int(bucket_seconds))))
     return df.drop(columns="q")
 
 
 def version_summary(store: Store, start: datetime, end: datetime,
                     filters: Filters | None = None,
                     min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
-    """One row per (model, version): model, version, calls, errors, error_rate (NaN below
-    `min_calls`), p50_ms, p95_ms, p99_ms, tokens_per_call, cost_per_call, mean_confidence."""
+    """One row per (model, version), oldest first (as `version_first_seen`): model, version,
+    calls, errors, error_rate (NaN below `min_calls`), p50_ms, p95_ms, p99_ms (approximate),
+    tokens_per_call, cost_per_call, mean_confidence."""
     sql = f"""
-        SELECT {_FAMILY} AS model, {_VERSION} AS version, count() AS calls,
-               countIf({_ERROR}) AS errors,
-               if(calls >= {{min_calls:UInt32}}, errors / calls, nan) AS error_rate,
-               quantilesExact(0.5, 0.95, 0.99)(Duration) AS q,
-               q[1] / 1e6 AS p50_ms, q[2] / 1e6 AS p95_ms, q[3] / 1e6 AS p99_ms,
-               sum({_TOKENS}) / calls AS tokens_per_call, sum(CostUsd) / calls AS cost_per_call,
-               ifNull(avg(Confidence), nan) AS mean_confidence
-        FROM {_table(store)}
-        WHERE {_WHERE}
+        SELECT Family AS model, Version AS version, sum(Calls) AS calls,
+               sum(Errors) AS errors,
+               {_R_ERROR_RATE} AS error_rate,
+               {_R_QUANTILES} AS q,
+               q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms,
+               (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
+               sum(CostUsd) / calls AS cost_per_call,
+               {_R_MEAN_CONFIDENCE} AS mean_confidence
+        FROM {_calls(store)}
         GROUP BY model, version
-        ORDER BY model, {_MEAN_TIME}, version
+        ORDER BY model, sum(TimeSumMs) / calls, version
     """
-    return store.query(sql, _params(start, end, filters, min_calls=int(min_calls))
-                       ).drop(columns="q")
+    return store.query(sql, _params(start, end, filters, min_calls=int(min_calls),
+                                    **_tier_params(start, end))).drop(columns="q")
 
 
 def confidence_histogram(store: Store, start: datetime, end: datetime,
@@ -341,7 +432,12 @@ def search_traces(store: Store, start: datetime, end: datetime, filters: Filters
 
     `status` ('Ok', 'Error', 'Unset' or '' for any) and `trace_id` ('' for any) narrow the
     calls. Columns: trace_id, time (first matching call), service, feature, model, calls,
-    errors, cost_usd, tokens, duration_ms (the longest call)."""
+    errors, cost_usd, tokens, duration_ms (the longest call).
+
+    Only traces with a matching call at or after `since` are aggregated (over the whole
+    window); `since` starts at the minute from which the rollup counts about 4 x `limit`
+    calls. Any trace left out has all its calls before `since`, so the answer is exact once
+    its last row's time is at or after `since`; otherwise it is asked again from `start`."""
     sql = f"""
         SELECT TraceId AS trace_id, toDateTime64(min(Timestamp), 3, 'UTC') AS time,
                any(ServiceName) AS service, any({_FEATURE}) AS feature, any({_MODEL}) AS model,
@@ -351,12 +447,45 @@ def search_traces(store: Store, start: datetime, end: datetime, filters: Filters
         WHERE {_WHERE}
           AND ({{status:String}} = '' OR StatusCode = {{status:String}})
           AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}})
+          AND TraceId IN (
+              SELECT TraceId FROM {_table(store)}
+              WHERE {_WHERE} AND Timestamp >= {{since:DateTime64(3, 'UTC')}}
+                AND ({{status:String}} = '' OR StatusCode = {{status:String}})
+                AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}}))
         GROUP BY trace_id
         ORDER BY time DESC, trace_id
         LIMIT {{limit:UInt32}}
     """
-    return store.query(sql, _params(start, end, filters, status=status,
-                                    trace_id=trace_id.strip().lower(), limit=int(limit)))
+    params = _params(start, end, filters, status=status, trace_id=trace_id.strip().lower(),
+                     limit=int(limit))
+    first = pd.Timestamp(_utc_text(start), tz="UTC")
+    since = _recent_start(store, start, end, filters, 4 * int(limit))
+    while True:
+        df = store.query(sql, {**params, "since": _utc_text(since)})
+        if since <= first or (len(df) >= limit and df["time"].iloc[-1] >= since):
+            return df
+        since = first
+
+
+def _recent_start(store: Store, start: datetime, end: datetime, filters: Filters | None,
+                  calls: int) -> datetime:
+    """The latest whole minute from which the minute rollup counts at least `calls` calls in
+    the window and the filters (`start` if there are fewer)."""
+    sql = f"""
+        SELECT toDateTime64(T, 3, 'UTC') AS t, sum(sum(Calls)) OVER (ORDER BY T DESC) AS n
+        FROM {_calls(store)}
+        GROUP BY T
+        ORDER BY T DESC
+    """
+    bucket = 60
+    rows = store.query(f"SELECT t FROM ({sql}) WHERE n >= {{calls:UInt32}} LIMIT 1",
+                       _params(start, end, filters, calls=int(calls), bucket=bucket,
+                               **_tier_params(start, end, bucket)))
+    start_ts = pd.Timestamp(_utc_text(start), tz="UTC")
+    if rows.empty:
+        return start_ts
+    return max(rows["t"].iloc[0], start_ts)
+
 
 
 def trace_spans(store: Store, start: datetime, end: datetime, trace_id: str) -> pd.DataFrame:
@@ -422,7 +551,9 @@ def _verdicts(store: Store) -> str:
     """One row per verdict and (model, version) it is about: at (the first such call's time),
     score, negative. Feedback joins the AI calls in the window by TraceId, and by SpanId when
     it names a span; without one it is about every call of the trace, counted once per
-    version. Grouping by FeedbackId also folds a retried insert into one verdict."""
+    version. Grouping by FeedbackId also folds a retried insert into one verdict. Only the
+    traces that have feedback are read from the spans (the TraceId bloom filter skips the
+    rest)."""
     negative_labels = ", ".join(f"'{label}'" for label in NEGATIVE_LABELS)
     return f"""
         SELECT f.FeedbackId, s.model AS model, s.version AS version, min(s.call_time) AS at,
@@ -435,6 +566,10 @@ def _verdicts(store: Store) -> str:
                    {_VERSION} AS version
             FROM {_table(store)}
             WHERE {_WHERE}
+              AND TraceId IN (
+                  SELECT TraceId FROM {store.database}.{FEEDBACK_TABLE}
+                  WHERE Timestamp >= {{feedback_start:DateTime64(3, 'UTC')}}
+                    AND Timestamp < {{feedback_end:DateTime64(3, 'UTC')}})
         ) AS s ON f.TraceId = s.TraceId
         WHERE f.Timestamp >= {{feedback_start:DateTime64(3, 'UTC')}}
           AND f.Timestamp < {{feedback_end:DateTime64(3, 'UTC')}}

@@ -613,3 +613,51 @@ def test_a_filter_with_backslashes_or_tabs_matches_itself(store, add_calls, valu
     df = queries.feature_model_table(store, *_window(), queries.Filters(feature=value))
 
     assert list(df["feature"]) == [value]
+
+
+def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
+    """A window on no minute boundary: its whole hours come from the hourly rollup, the whole
+    minutes either side from the per-minute one, the seconds at its ends from the spans; each
+    call counts once, and first / last call times stay exact."""
+    start, end = T0 - 90 * S, T0 + timedelta(hours=2) + 90 * S
+    add_calls(start - timedelta(milliseconds=1), cost=100.0)  # before the window
+    add_calls(start, cost=1.0, duration_ms=100)  # raw edge
+    add_calls(T0 - 30 * S, cost=2.0, duration_ms=100)  # minute tier
+    add_calls(T0 + timedelta(minutes=30), n=3, cost=4.0, duration_ms=100)  # hour tier
+    add_calls(T0 + timedelta(hours=2) + 30 * S, cost=8.0, duration_ms=300,
+              status="Error")  # minute tier
+    add_calls(end - timedelta(milliseconds=1), cost=16.0, duration_ms=100)  # raw edge
+    add_calls(end, cost=100.0)  # after the window
+
+    got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd")
+    seen = _rows(queries.version_first_seen(store, start, end), "first_seen", "last_seen",
+                 "calls")
+    hourly = queries.totals_over_time(store, start, end, 3600)
+    per_minute = queries.cost_per_feature_over_time(store, start, end, 60)
+    per_second = queries.totals_over_time(store, start, end, 30)
+
+    assert got == [(7, 1, 39.0)]
+    assert seen == [(start, end - timedelta(milliseconds=1), 7)]
+    assert _rows(hourly, "bucket", "calls", "cost_usd") == [
+        (T0 - timedelta(hours=1), 2, 3.0), (T0, 3, 12.0), (T0 + timedelta(hours=2), 2, 24.0)]
+    assert per_minute["cost_usd"].sum() == 39.0 and per_minute["calls"].sum() == 7
+    assert len(per_minute) == 5  # one bucket per minute that has calls
+    assert per_second["calls"].sum() == 7 and per_second["cost_usd"].sum() == 39.0
+    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [300.0]
+
+
+def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_calls):
+    """The search first aggregates only traces with a recent call; a trace whose first call
+    is older than that still sorts by its first call, not its recent one."""
+    add_calls(T0 + 10 * S, trace_id="old-and-recent")
+    add_calls(T0 + timedelta(minutes=50), trace_id="old-and-recent")
+    add_calls(T0 + timedelta(minutes=20), n=9, trace_id="")  # nine one-call traces
+    for i in range(12):
+        add_calls(T0 + timedelta(minutes=40, seconds=i), trace_id=f"recent-{i:02d}")
+
+    top = queries.search_traces(store, *_window(), limit=3)
+    every = queries.search_traces(store, *_window(), limit=100)
+
+    assert list(top["trace_id"]) == ["recent-11", "recent-10", "recent-09"]
+    assert len(every) == 12 + 9 + 1 and every["trace_id"].iloc[-1] == "old-and-recent"
+    assert every["calls"].iloc[-1] == 2

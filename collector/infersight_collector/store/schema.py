@@ -24,11 +24,16 @@ DATABASE = "infersight"
 SPANS_TABLE = "otel_traces"
 ROLLUP_TABLE = "otel_traces_1m"
 ROLLUP_VIEW = "otel_traces_1m_mv"
+# The dashboard's rollups of AI calls (migration 6): per minute and per hour, keyed by exactly
+# the dimensions the dashboard filters and groups by.
+CALLS_1M_TABLE = "ai_calls_1m"
+CALLS_1H_TABLE = "ai_calls_1h"
 FEEDBACK_TABLE = "feedback"
 ALERTS_TABLE = "alerts"
 MIGRATIONS_TABLE = "schema_migrations"
 # Tables with rows (not views); tests empty these between cases.
-DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE, ALERTS_TABLE)
+DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE, ALERTS_TABLE, CALLS_1M_TABLE,
+               CALLS_1H_TABLE)
 
 # Inserts recently seen per table, by deduplication token: a retried or replayed insert within
 # this many blocks is dropped by ClickHouse. Replicated tables keep their own window
@@ -259,6 +264,79 @@ def _alerts(t: Target) -> list[str]:
         shard_key="cityHash64(Rule)")
 
 
+# The dashboard rollups' key: (column, expression over otel_traces). The expressions are the
+# dashboard's own readings of a call (`infersight_dashboard.queries`): the model the code asked
+# for (Family), the model that answered (Model), and the served version, "(none)" when a call
+# failed before a response told it.
+CALLS_KEY: tuple[tuple[str, str], ...] = (
+    ("ServiceName", "ServiceName"),
+    ("ProjectId", "ProjectId"),
+    ("Feature", "Feature"),
+    ("Family", "if(RequestModel != '', RequestModel, ResponseModel)"),
+    ("Model", "if(ResponseModel != '', ResponseModel, RequestModel)"),
+    ("Version", "multiIf(ModelVersion != '', ModelVersion, ResponseModel != '', ResponseModel,"
+                " '(none)')"),
+)
+# (column, type, expression): sums are exact; first/last call and the summed call times (for
+# a mean time) are exact too; latency quantiles come from a t-digest (approximate).
+CALLS_VALUES: tuple[tuple[str, str, str], ...] = (
+    ("Calls", "SimpleAggregateFunction(sum, UInt64)", "toUInt64(count())"),
+    ("Errors", "SimpleAggregateFunction(sum, UInt64)", "toUInt64(countIf(StatusCode = 'Error'))"),
+    ("InputTokens", "SimpleAggregateFunction(sum, UInt64)", "sum(InputTokens)"),
+    ("OutputTokens", "SimpleAggregateFunction(sum, UInt64)", "sum(OutputTokens)"),
+    ("CacheReadTokens", "SimpleAggregateFunction(sum, UInt64)", "sum(CacheReadTokens)"),
+    ("CostUsd", "SimpleAggregateFunction(sum, Float64)", "sum(CostUsd)"),
+    ("ConfidenceSum", "SimpleAggregateFunction(sum, Float64)",
+     "sum(ifNull(Confidence, 0))"),
+    ("ConfidenceCalls", "SimpleAggregateFunction(sum, UInt64)", "toUInt64(count(Confidence))"),
+    ("FirstCall", "SimpleAggregateFunction(min, DateTime64(9))", "min(Timestamp)"),
+    ("LastCall", "SimpleAggregateFunction(max, DateTime64(9))", "max(Timestamp)"),
+    ("TimeSumMs", "SimpleAggregateFunction(sum, Float64)",
+     "sum(toFloat64(toUnixTimestamp64Milli(Timestamp)))"),
+    ("LatencyState", f"AggregateFunction({_QUANTILE}, UInt64)", f"{_QUANTILE}State(Duration)"),
+)
+# (table, time column, expression over Timestamp) of each dashboard rollup.
+CALLS_ROLLUPS: tuple[tuple[str, str, str], ...] = (
+    (CALLS_1M_TABLE, "Minute", "toStartOfMinute(Timestamp, 'UTC')"),
+    (CALLS_1H_TABLE, "Hour", "toStartOfHour(Timestamp, 'UTC')"),
+)
+
+
+def _calls_rollups(t: Target) -> list[str]:
+    """Per-minute and per-hour rollups of AI calls (Operation != '') for the dashboard, each
+    fed by a materialized view, then filled from the spans already stored (single node; a
+    cluster's are filled by new inserts only). A minmax index on Timestamp lets a short,
+    time-bounded read of otel_traces (the rollups' ragged edges, a trace search) skip
+    granules, since Timestamp is only the third column of its ORDER BY."""
+    key = ",\n".join(f"    {name} LowCardinality(String)" for name, _ in CALLS_KEY)
+    values = ",\n".join(f"    {name} {typ}" for name, typ, _ in CALLS_VALUES)
+    order = ", ".join(name for name, _ in CALLS_KEY)
+    statements = []
+    for table, time_col, time_expr in CALLS_ROLLUPS:
+        statements += create_table(
+            t, table, f"    {time_col} DateTime,\n{key},\n{values}", "AggregatingMergeTree",
+            f"PARTITION BY toYYYYMM({time_col})\nORDER BY ({time_col}, {order})\n"
+            f"{_ttl(time_col, t)}{_dedup_setting(t)}",
+            shard_key=None)
+        select = ",\n    ".join(
+            [f"{time_expr} AS {time_col}"]
+            + [f"{expr} AS {name}" for name, expr in CALLS_KEY]
+            + [f"{expr} AS {name}" for name, _, expr in CALLS_VALUES])
+        body = (f"SELECT\n    {select}\nFROM {t.local(SPANS_TABLE)}\n"
+                f"WHERE Operation != ''\nGROUP BY {time_col}, {order}")
+        statements.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(table + '_mv')}{t.on_cluster} "
+            f"TO {t.local(table)} AS\n{body}")
+        if not t.cluster:  # INSERT has no ON CLUSTER; a second run finds the table filled
+            empty = f"WHERE (SELECT count() FROM {t.local(table)}) = 0 AND "
+            statements.append(
+                f"INSERT INTO {t.local(table)}\n{body.replace('WHERE ', empty, 1)}")
+    statements.append(
+        f"ALTER TABLE {t.local(SPANS_TABLE)}{t.on_cluster} ADD INDEX IF NOT EXISTS "
+        "idx_timestamp Timestamp TYPE minmax GRANULARITY 1")
+    return statements
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -272,6 +350,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "per-minute rollup fed by a materialized view", _rollup),
     Migration(4, "feedback table", _feedback),
     Migration(5, "alerts table: alert rule state transitions", _alerts),
+    Migration(6, "dashboard rollups of AI calls per minute and per hour", _calls_rollups),
 )
 
 # Tables with a retention TTL, and the column it is counted from.
@@ -280,6 +359,8 @@ TTL_COLUMNS: dict[str, str] = {
     ROLLUP_TABLE: "Minute",
     FEEDBACK_TABLE: "toDateTime(Timestamp)",
     ALERTS_TABLE: "toDateTime(Timestamp)",
+    CALLS_1M_TABLE: "Minute",
+    CALLS_1H_TABLE: "Hour",
 }
 
 # Columns our collector writes; everything else in otel_traces is a DEFAULT.
