@@ -661,3 +661,71 @@ def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_ca
     assert list(top["trace_id"]) == ["recent-11", "recent-10", "recent-09"]
     assert len(every) == 12 + 9 + 1 and every["trace_id"].iloc[-1] == "old-and-recent"
     assert every["calls"].iloc[-1] == 2
+
+
+def test_cost_by_user_and_tenant_over_a_window_off_day_and_hour_edges(store,
+                                                                                  add_calls):
+    """Users and tenants over a window that starts and ends off UTC day and hour boundaries
+    (where a rollup would have to split it): each call counts once, the
+    filters narrow both, and non-AI spans count in neither."""
+    from infersight_dashboard.filters import Filters
+
+    day = T0.replace(hour=0) - timedelta(days=1)
+    start, end = day - 90 * S, day + timedelta(days=1, hours=1) + 90 * S
+    add_calls(start - timedelta(milliseconds=1), user="u1", tenant="t1", cost=100.0)  # before
+    add_calls(start, user="u1", tenant="t1", cost=1.0, input_tokens=10,
+              output_tokens=0)  # in a part-hour at an end of the window
+    add_calls(day, n=2, user="u1", tenant="t2", cost=2.0, input_tokens=20, output_tokens=0,
+              cache_read_tokens=5)  # inside a whole day
+    add_calls(day + timedelta(hours=5), user="u2", tenant="t2", feature="chat", cost=4.0,
+              input_tokens=0, output_tokens=40)  # inside a whole day
+    add_calls(day + timedelta(hours=6), operation="", user="u2", tenant="t2",
+              cost=50.0)  # not an AI call
+    add_calls(day + timedelta(days=1) - timedelta(milliseconds=1), tenant="t1", cost=8.0,
+              input_tokens=0, output_tokens=0)  # inside a whole day, no user
+    add_calls(day + timedelta(days=1), user="u2", tenant="t1", feature="chat", cost=16.0,
+              input_tokens=0, output_tokens=0)  # in a whole hour
+    add_calls(day + timedelta(days=1, hours=1, seconds=30), user="u2", tenant="t1",
+              feature="chat", cost=0.5, input_tokens=0, output_tokens=0)  # in a part-hour at an end of the window
+    add_calls(end - timedelta(milliseconds=1), user="u1", cost=32.0, input_tokens=0,
+              output_tokens=0)  # in a part-hour at an end of the window, no tenant
+    add_calls(end, user="u1", tenant="t1", cost=100.0)  # after
+
+    users = queries.cost_by(store, start, end, "user")
+    tenants = queries.cost_by(store, start, end, "tenant")
+    chat = queries.cost_by(store, start, end, "user", Filters(feature="chat"))
+    top = queries.cost_by(store, start, end, "tenant", limit=1)
+
+    assert _rows(users, "key", "calls", "cost_usd", "input_tokens", "output_tokens",
+                 "cache_read_tokens") == [
+        ("u1", 4, 37.0, 50, 0, 10), ("u2", 3, 20.5, 0, 40, 0), ("(none)", 1, 8.0, 0, 0, 0)]
+    assert _rows(tenants, "key", "calls", "cost_usd") == [
+        ("(none)", 1, 32.0), ("t1", 4, 25.5), ("t2", 3, 8.0)]
+    assert _rows(chat, "key", "calls", "cost_usd") == [("u2", 3, 20.5)]
+    assert list(top["key"]) == ["(none)"]
+
+
+def test_confidence_histogram_over_a_window_off_hour_edges(store,
+                                                                               add_calls):
+    """A window on no hour boundary (where a rollup would have to split it): confidences are
+    rounded alike inside and at the ends, each call counts once, filters narrow it all."""
+    from infersight_dashboard.filters import Filters
+
+    start, end = T0 - 90 * S, T0 + timedelta(hours=2) + 90 * S
+    add_calls(start - timedelta(milliseconds=1), version="v1", confidence=0.5)  # before
+    add_calls(start, version="v1", confidence=0.1234)  # in a part-hour at an end of the window
+    add_calls(T0, n=2, version="v1", confidence=0.12349)  # in a whole hour
+    add_calls(T0 + timedelta(minutes=30), version="v1")  # in a whole hour, no confidence
+    add_calls(T0 + timedelta(hours=1), version="v2", confidence=0.9996)  # in a whole hour
+    add_calls(T0 + timedelta(hours=1, minutes=5), operation="", version="v2",
+              confidence=0.2)  # not an AI call
+    add_calls(T0 + timedelta(hours=2), version="v2", confidence=1.0)  # in a part-hour at an end of the window
+    add_calls(end - timedelta(milliseconds=1), version="v1", confidence=0.1236)  # in a part-hour at an end of the window
+    add_calls(end, version="v1", confidence=0.5)  # after
+
+    df = queries.confidence_histogram(store, start, end)
+    v2 = queries.confidence_histogram(store, start, end, Filters(version="v2"))
+
+    assert _rows(df, "model", "version", "confidence", "calls") == [
+        ("gpt-4o", "v1", 0.123, 3), ("gpt-4o", "v1", 0.124, 1), ("gpt-4o", "v2", 1.0, 2)]
+    assert _rows(v2, "version", "confidence", "calls") == [("v2", 1.0, 2)]
