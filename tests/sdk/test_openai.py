@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 
 import openai
@@ -239,3 +240,13 @@ def test_instrument_twice_gives_one_span_and_uninstrument_restores(spans, client
     infersight.instrument()
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(spans.get_finished_spans()) == 2
+
+
+def test_streamed_content_captured_on_opt_in(spans, client, fake_openai, monkeypatch):
+    monkeypatch.setattr(_state, "capture_content", True)
+    fake_openai.expect(Reply(content="a b c", finish_reason="length"))
+    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+        pass
+    attrs = only_span(spans).attributes
+    assert json.loads(attrs[A.OUTPUT_MESSAGES]) == [{"role": "assistant", "content": "a b c "}]
+    assert list(attrs[A.FINISH_REASONS]) == ["length"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import json
 import sys
 import time
 import weakref
@@ -134,6 +135,17 @@ def finish_attributes(attrs: dict[str, Any], request_model: str | None) -> None:
     model = attrs.get(A.RESPONSE_MODEL) or request_model
     if model:
         attrs[A.MODEL_VERSION] = model
+
+
+def choice_attributes(attrs: dict[str, Any], reasons: dict[int, str],
+                      texts: dict[int, list[str]], role: str) -> None:
+    """A stream's finish reasons and (with capture on) streamed text of each choice, in
+    choice order, from what an accumulator gathered by choice index."""
+    if reasons:
+        attrs[A.FINISH_REASONS] = [reasons[i] for i in sorted(reasons)]
+    if _state.capture_content and texts:
+        attrs[A.OUTPUT_MESSAGES] = json.dumps(
+            [{"role": role, "content": "".join(texts[i])} for i in sorted(texts)])
 
 
 def tool_call_attributes(attrs: dict[str, Any], names: list[str]) -> None:

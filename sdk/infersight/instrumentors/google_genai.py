@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, finish_attributes, tool_call_attributes
+from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
 
 GEMINI = "gcp.gemini"
 VERTEX = "gcp.vertex_ai"
@@ -159,14 +159,10 @@ class ChunkAccumulator:
             attrs[A.RESPONSE_MODEL] = self.model
         if self.id:
             attrs[A.RESPONSE_ID] = self.id
-        if self.reasons:
-            attrs[A.FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        choice_attributes(attrs, self.reasons, self.text, "model")
         tool_call_attributes(attrs, self.tools)
         if self.usage is not None:
             attrs.update(usage_attributes(self.usage))
-        if _state.capture_content and self.text:
-            attrs[A.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "model", "content": "".join(self.text[i])} for i in sorted(self.text)])
         finish_attributes(attrs, self.request_model)
         return attrs
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, finish_attributes, tool_call_attributes
+from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
 from . import openai as _openai
 
 # LiteLLM's provider names -> gen_ai.provider.name (semantic-convention values where the
@@ -141,13 +141,8 @@ class ChunkAccumulator:
 
     def attributes(self) -> dict[str, Any]:
         attrs: dict[str, Any] = {}
-        if self.reasons:
-            attrs[A.FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        choice_attributes(attrs, self.reasons, self.text, "assistant")
         tool_call_attributes(attrs, [self.tools[k] for k in sorted(self.tools)])
-        if _state.capture_content and self.text:
-            attrs[A.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "content": "".join(self.text[i])}
-                 for i in sorted(self.text)])
         return _finish(attrs, self.model, self.id, self.usage, self.routed, self.request_model)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, finish_attributes, tool_call_attributes
+from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
 
 PROVIDER = "mistral_ai"
 _CHAT = "mistralai.client.chat"
@@ -129,15 +129,10 @@ class ChunkAccumulator:
 
     def attributes(self) -> dict[str, Any]:
         attrs = dict(self.envelope)
-        if self.reasons:
-            attrs[A.FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        choice_attributes(attrs, self.reasons, self.text, "assistant")
         tool_call_attributes(attrs, self.tools)
         if self.usage is not None:
             attrs.update(usage_attributes(self.usage))
-        if _state.capture_content and self.text:
-            attrs[A.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "content": "".join(self.text[i])}
-                 for i in sorted(self.text)])
         finish_attributes(attrs, self.request_model)
         return attrs
 

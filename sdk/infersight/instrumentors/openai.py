@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, finish_attributes, tool_call_attributes
+from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
 
 PROVIDER = "openai"
 AZURE = "azure.ai.openai"
@@ -336,16 +336,11 @@ class ChoicesAccumulator:
             attrs[A.RESPONSE_MODEL] = self.response_model
         if self.response_id:
             attrs[A.RESPONSE_ID] = self.response_id
-        if self.reasons:
-            attrs[A.FINISH_REASONS] = [self.reasons[i] for i in sorted(self.reasons)]
+        choice_attributes(attrs, self.reasons, self.text, "assistant")
         tool_call_attributes(attrs, [self.tools[k] for k in sorted(self.tools)])
         self.confidence.into(attrs)
         if self.usage is not None:
             attrs.update(usage_attributes(self.usage))
-        if _state.capture_content and self.text:
-            attrs[A.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "content": "".join(self.text[i])}
-                 for i in sorted(self.text)])
         finish_attributes(attrs, self.request_model)
         return attrs
 
