@@ -14,6 +14,7 @@ or one number per row, each in [0, 1].
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import math
@@ -26,7 +27,7 @@ from opentelemetry import context as otel_context, trace
 
 from . import _state
 from . import attributes as A
-from .instrumentors import end_with_error, start_span
+from .instrumentors import end_with_error, start_span, suppressed
 
 OPERATION = "predict"
 CUSTOM_PROVIDER = "custom"
@@ -164,6 +165,30 @@ def finish(where: str, span: Any, token: Any, result_attributes: Callable[[], di
 def fail(span: Any, token: Any, exc: BaseException) -> None:
     otel_context.detach(token)
     end_with_error(span, exc)
+
+
+def outer_call(in_call: contextvars.ContextVar[bool], where: str,
+               attributes: Callable[[], dict[str, Any]],
+               result_attributes: Callable[[Any], dict[str, Any]],
+               wrapped: Callable, args: tuple, kwargs: dict) -> Any:
+    """Run `wrapped` in a span unless a call traced through `in_call` is already running in
+    this context, so a pipeline and the models it calls make one span, for the outer call."""
+    if in_call.get() or suppressed():
+        return wrapped(*args, **kwargs)
+    nested = in_call.set(True)  # also when the span fails to start: inner calls stay untraced
+    try:
+        span, token = begin(where, attributes)
+        if span is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            fail(span, token, exc)
+            raise
+    finally:
+        in_call.reset(nested)
+    finish(where, span, token, lambda: result_attributes(result))
+    return result
 
 
 def output_attributes(result: Any, confidence: Callable[[Any], Any] | None) -> dict[str, Any]:

@@ -30,9 +30,8 @@ import wrapt
 
 from .. import _state
 from .. import attributes as A
-from ..observe import (begin, confidence_attributes, fail, finish, model_attributes, rows_of,
-                       watched)
-from . import Instrumentor, suppressed
+from ..observe import confidence_attributes, model_attributes, outer_call, rows_of, watched
+from . import Instrumentor
 
 PROVIDER = "sklearn"
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
@@ -199,25 +198,13 @@ def result_attributes(estimator: Any, method: str, X: Any, result: Any) -> dict[
 # ---- wrappers ----------------------------------------------------------------------------
 
 def _predict(wrapped, instance, args, kwargs):
-    if instance is None or _in_call.get() or suppressed():
+    if instance is None:
         return wrapped(*args, **kwargs)
-    nested = _in_call.set(True)  # also when the span fails to start: inner calls stay untraced
-    try:
-        method = wrapped.__name__
-        span, token = begin(f"sklearn {method}", lambda: request_attributes(instance, method))
-        if span is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fail(span, token, exc)
-            raise
-    finally:
-        _in_call.reset(nested)
+    method = wrapped.__name__
     X = args[0] if args else kwargs.get("X")
-    finish(f"sklearn {method}", span, token,
-           lambda: result_attributes(instance, method, X, result))
-    return result
+    return outer_call(_in_call, f"sklearn {method}", lambda: request_attributes(instance, method),
+                      lambda result: result_attributes(instance, method, X, result),
+                      wrapped, args, kwargs)
 
 
 def _forget(wrapped, instance, args, kwargs):

@@ -18,8 +18,8 @@ import contextvars
 from typing import Any
 
 from .. import attributes as A
-from ..observe import begin, confidence_attributes, fail, finish, model_attributes, watched
-from . import Instrumentor, suppressed
+from ..observe import confidence_attributes, model_attributes, outer_call, watched
+from . import Instrumentor
 
 PROVIDER = "transformers"
 
@@ -77,21 +77,7 @@ def result_attributes(pipe: Any, inputs: Any, result: Any) -> dict[str, Any]:
 # ---- wrapper ----------------------------------------------------------------------------
 
 def _call(wrapped, instance, args, kwargs):
-    if _in_call.get() or suppressed():
-        return wrapped(*args, **kwargs)
-    nested = _in_call.set(True)
-    try:
-        span, token = begin("transformers pipeline", lambda: request_attributes(instance))
-        if span is None:
-            return wrapped(*args, **kwargs)
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            fail(span, token, exc)
-            raise
-    finally:
-        _in_call.reset(nested)
     inputs = args[0] if args else kwargs.get("inputs")
-    finish("transformers pipeline", span, token,
-           lambda: result_attributes(instance, inputs, result))
-    return result
+    return outer_call(_in_call, "transformers pipeline", lambda: request_attributes(instance),
+                      lambda result: result_attributes(instance, inputs, result),
+                      wrapped, args, kwargs)
