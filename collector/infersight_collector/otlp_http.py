@@ -203,11 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._skip_body()
             raise _Refused(415, "unsupported_media_type",
                            f"Content-Encoding {encoding!r} is not supported; send gzip or none")
-        try:
-            project = self.server.ingest.authenticate(self.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            self._skip_body()
-            raise _Refused(401, "unauthenticated", str(exc)) from None
+        project = self._project()
         body = self._read_body()
         if encoding == "gzip":
             body = _gunzip(body, self.server.max_body_bytes)
@@ -223,11 +219,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not json_body:
             self._skip_body()
             raise _Refused(415, "unsupported_media_type", f"feedback is JSON: send {JSON}")
-        try:
-            project = self.server.ingest.authenticate(self.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            self._skip_body()
-            raise _Refused(401, "unauthenticated", str(exc)) from None
+        project = self._project()
         body = self._read_body()
         try:
             data = json.loads(body)
@@ -238,6 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
         except InvalidFeedback as exc:
             raise _Refused(400, "invalid_feedback", str(exc)) from None
         return RecordFeedbackResponse(**result)
+
+    def _project(self) -> str | None:
+        """The project of the request's API key (None when keys are off); a request without a
+        valid key is refused with 401, its body dropped."""
+        try:
+            return self.server.ingest.authenticate(self.headers.get("Authorization"))
+        except Unauthenticated as exc:
+            self._skip_body()
+            raise _Refused(401, "unauthenticated", str(exc)) from None
 
     def _read_body(self) -> bytes:
         limit = self.server.max_body_bytes
