@@ -127,11 +127,13 @@ def test_cache_savings_price_cached_tokens_as_fresh_input_minus_cache_reads():
 
 def test_degradation_measures_drift_of_the_new_version(pages, add_calls):
     old, new = "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2025-06-01"
+    # One timestamp per version: read anew per call, the clock can cross a chart bucket.
+    old_at, new_at = _ago(minutes=50), _ago(minutes=20)
     for i in range(10):  # the old version: one call at each of 0.905 ... 0.995
-        add_calls(_ago(minutes=50), request_model="gpt-4o-mini", version=old,
+        add_calls(old_at, request_model="gpt-4o-mini", version=old,
                   confidence=0.905 + i / 100, duration_ms=100)
     for i in range(10):  # the new one, all below every old value
-        add_calls(_ago(minutes=20), request_model="gpt-4o-mini", version=new,
+        add_calls(new_at, request_model="gpt-4o-mini", version=new,
                   confidence=0.505 + i / 100, duration_ms=300, status="Error" if i < 5 else "Ok")
     add_calls(_ago(minutes=30), request_model="gpt-4o", version="gpt-4o-2024-08-06",
               confidence=0.5)
@@ -207,11 +209,13 @@ def _record(store, trace_id, **fields):
 
 def test_degradation_charts_feedback_per_version(pages, store, add_calls):
     mini = dict(request_model="gpt-4o-mini")
+    # One timestamp per version: read anew per call, the clock can cross a chart bucket.
+    v1_at, v2_at = _ago(minutes=50), _ago(minutes=20)
     for i in range(6):  # the old version: liked
-        add_calls(_ago(minutes=50), version="v1", trace_id=f"{i + 1:032x}", **mini)
+        add_calls(v1_at, version="v1", trace_id=f"{i + 1:032x}", **mini)
         _record(store, f"{i + 1:032x}", score=1)
     for i in range(6):  # the new one: two thumbs down, one hallucination, three thumbs up
-        add_calls(_ago(minutes=20), version="v2", trace_id=f"{i + 11:032x}", **mini)
+        add_calls(v2_at, version="v2", trace_id=f"{i + 11:032x}", **mini)
         verdict = {"score": 0} if i < 2 else {"label": "hallucination"} if i == 2 else {
             "score": 1}
         _record(store, f"{i + 11:032x}", **verdict)
