@@ -189,6 +189,7 @@ def generate_spans(n: int, start: datetime, end: datetime, seed: int = 0) -> pa.
     priced = ~np.isnan(cost)
     duration = np.where(llm, 0.25 + out * rng.uniform(0.008, 0.02, n), rng.uniform(0.001, 0.01, n))
     duration = np.where(failed, rng.uniform(0.01, 0.3, n), duration)
+    user = rng.integers(1, _USERS + 1, n)
 
     entries: list[tuple[str, pa.Array, np.ndarray | None]] = [
         (A.OPERATION, _pick(names("operation"), fi), None),
@@ -210,9 +211,9 @@ def generate_spans(n: int, start: datetime, end: datetime, seed: int = 0) -> pa.
         (A.CONFIDENCE_METHOD, _pick(["max_proba", "mean_token_prob"], llm), ~failed),
         (A.TIME_TO_FIRST_CHUNK, _text(rng.uniform(0.15, 0.9, n).round(4)), ok_llm & stream),
         (A.FEATURE, _pick(names("name"), fi), None),
-        (A.USER, _prefixed("user-", rng.integers(1, _USERS + 1, n)), llm),
+        (A.USER, _prefixed("user-", user), llm),
         (A.SESSION, _hex_ids(rng, n, 8), llm),
-        (A.TENANT, _prefixed("tenant-", rng.integers(1, _TENANTS + 1, n)), None),
+        (A.TENANT, _prefixed("tenant-", 1 + user * 7919 % _TENANTS), None),  # a user's own
         (A.ERROR_TYPE, _pick(["InternalServerError", "RateLimitError"], rate_limited), failed),
     ]
     zeros = np.zeros(n, int)

@@ -13,8 +13,10 @@ Aggregates (totals, cost per feature / model / version, version series and summa
 options) read the per-hour and per-minute rollups of schema migration 6 plus the raw spans at
 the window's ragged edges (see "the rollups" below): sums, counts and first/last times are
 exact; latency quantiles merge t-digest states and are approximate (exact on a few distinct
-values, as the known-answer tests use). Per-user / per-tenant cost, confidence histograms,
-expensive calls, trace search and the waterfall read the spans.
+values, as the known-answer tests use). Confidence histograms read the hourly rollup's
+histogram column, and per-user / per-tenant cost the per-user hourly rollup (migration 7), each
+with the raw spans outside the window's whole hours; expensive calls, trace search and the
+waterfall read the spans.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import pandas as pd
 from infersight import attributes as A
 from infersight_collector.store import Store
 from infersight_collector.store.schema import (
-    ALERTS_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES, FEEDBACK_TABLE,
-    SPANS_TABLE,
+    ALERTS_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES, CONFIDENCE_HIST,
+    FEEDBACK_TABLE, SPANS_TABLE, USERS_1H_TABLE,
 )
 from infersight_dashboard.auth import current_project
 from infersight_dashboard.filters import Filters
@@ -148,6 +150,22 @@ def _calls(store: Store) -> str:
     )"""
 
 
+def _hour_params(start: datetime, end: datetime) -> dict:
+    """The whole hours of `[start, end)` as [h_start, h_end) (empty if there are none): the
+    hourly-only reads take them from a rollup and the rest from the spans."""
+    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
+    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    h_start, h_end = _ceil(start, 3600), _floor(end, 3600)
+    if h_start >= h_end:
+        h_start = h_end = end
+    return {"h_start": _utc_text(h_start), "h_end": _utc_text(h_end)}
+
+
+_HOURS = "Hour >= {h_start:DateTime64(3, 'UTC')} AND Hour < {h_end:DateTime64(3, 'UTC')}"
+_OUTSIDE_HOURS = ("(Timestamp < {h_start:DateTime64(3, 'UTC')}"
+                  " OR Timestamp >= {h_end:DateTime64(3, 'UTC')})")
+
+
 def _floor(t: datetime, step: int) -> datetime:
     return datetime.fromtimestamp(math.floor(t.timestamp() / step) * step, timezone.utc)
 
@@ -204,13 +222,13 @@ def feature_model_table(store: Store, start: datetime, end: datetime,
     """One row per (feature, served model), most expensive first.
 
     Columns: feature, model, calls, errors, cost_usd, input_tokens, output_tokens,
-    p95_latency_ms (approximate: see the rollups above).
+    cache_read_tokens, p95_latency_ms (approximate: see the rollups above).
     """
     sql = f"""
         SELECT {_R_FEATURE} AS feature, Model AS model, sum(Calls) AS calls,
                sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
-               {_R_P95} AS p95_latency_ms
+               sum(CacheReadTokens) AS cache_read_tokens, {_R_P95} AS p95_latency_ms
         FROM {_calls(store)}
         GROUP BY feature, model
         ORDER BY cost_usd DESC, feature, model
@@ -268,47 +286,69 @@ def cost_by(store: Store, start: datetime, end: datetime, by: str,
     tenant), most expensive first, at most `limit` rows.
 
     Columns: key, calls, cost_usd, input_tokens, output_tokens, cache_read_tokens,
-    cost_per_call, cost_per_1k_tokens (NaN without tokens). Users and tenants are read from
-    the spans; the other dimensions from the rollups.
+    cost_per_call, cost_per_1k_tokens (NaN without tokens). Users and tenants come from
+    `cost_per_user_and_tenant`; the other dimensions from the rollups.
     """
     if by not in _DIMENSIONS:
         raise ValueError(f"cannot group cost by {by!r}; choose one of {sorted(_DIMENSIONS)}")
-    columns = """sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
-               sum(CacheReadTokens) AS cache_read_tokens,
-               cost_usd / calls AS cost_per_call,
-               if(input_tokens + output_tokens = 0, nan,
-                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens"""
-    tail = "GROUP BY key ORDER BY cost_usd DESC, key LIMIT {limit:UInt32}"
-    if by in _ROLLUP_DIMENSIONS and by not in ("user", "tenant"):
+    if by in ("service", "project", "feature", "model", "version"):
         sql = f"""
             SELECT {_ROLLUP_DIMENSIONS[by]} AS key, sum(Calls) AS calls,
-                   sum(CostUsd) AS cost_usd, {columns}
+                   sum(CostUsd) AS cost_usd,
+                   {_unit_costs("InputTokens", "OutputTokens", "CacheReadTokens")}
             FROM {_calls(store)}
-            {tail}
+            GROUP BY key ORDER BY cost_usd DESC, key LIMIT {{limit:UInt32}}
         """
         return store.query(sql, _params(start, end, filters, limit=int(limit),
                                         **_tier_params(start, end)))
-    sql = f"""
-        SELECT {_DIMENSIONS[by]} AS key, count() AS calls, sum(CostUsd) AS cost_usd, {columns}
-        FROM {_table(store)}
-        WHERE {_WHERE}
-        {tail}
-    """
-    return store.query(sql, _params(start, end, filters, limit=int(limit)))
+    people = cost_per_user_and_tenant(store, start, end, filters, limit)
+    return people[people["dimension"] == by].drop(columns="dimension").reset_index(drop=True)
 
 
-def cache_savings_inputs(store: Store, start: datetime, end: datetime,
-                         filters: Filters | None = None) -> pd.DataFrame:
-    """Cache-read tokens per served model (only models that read from a cache): model,
-    cache_read_tokens. Their saving is priced from the price file, not in SQL."""
+def cost_per_user_and_tenant(store: Store, start: datetime, end: datetime,
+                             filters: Filters | None = None, limit: int = 50) -> pd.DataFrame:
+    """Cost per user and per tenant in one read, most expensive first, at most `limit` rows
+    each: dimension ('tenant' or 'user'), then the columns of `cost_by`.
+
+    Reads the hourly per-user rollup, unless a service, feature, model or version filter is
+    set (it has no such columns): then the spans. Which branch reads is decided by the
+    parameters (a folded constant), so the SQL text stays the same."""
+    sums = "sum(CostUsd) AS cost, sum(InputTokens) AS i, sum(OutputTokens) AS o, " \
+           "sum(CacheReadTokens) AS c"
     sql = f"""
-        SELECT Model AS model, sum(CacheReadTokens) AS cache_read_tokens
-        FROM {_calls(store)}
-        GROUP BY model
-        HAVING cache_read_tokens > 0
-        ORDER BY cache_read_tokens DESC, model
+        SELECT d.1 AS dimension, d.2 AS key, sum(n) AS calls, sum(cost) AS cost_usd,
+               {_unit_costs("i", "o", "c")}
+        FROM (
+            SELECT UserId, TenantId, sum(Calls) AS n, {sums}
+            FROM {store.database}.{USERS_1H_TABLE}
+            WHERE {_HOURS} AND {_USERS_ROLLUP} {_USERS_FILTERS}
+            GROUP BY UserId, TenantId
+            UNION ALL
+            SELECT UserId, TenantId, count() AS n, {sums}
+            FROM {_table(store)}
+            WHERE {_WHERE} AND (NOT {_USERS_ROLLUP} OR {_OUTSIDE_HOURS})
+            GROUP BY UserId, TenantId
+        )
+        ARRAY JOIN [('tenant', {_DIMENSIONS["tenant"]}), ('user', {_DIMENSIONS["user"]})] AS d
+        GROUP BY dimension, key
+        ORDER BY dimension, cost_usd DESC, key
+        LIMIT {{limit:UInt32}} BY dimension
     """
-    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
+    return store.query(sql, _params(start, end, filters, limit=int(limit),
+                                    **_hour_params(start, end)))
+
+
+def _unit_costs(input_tokens: str, output_tokens: str, cache_read_tokens: str) -> str:
+    """Token sums (of the given columns) and unit costs, after `calls` and `cost_usd`."""
+    return f"""sum({input_tokens}) AS input_tokens, sum({output_tokens}) AS output_tokens,
+               sum({cache_read_tokens}) AS cache_read_tokens,
+               cost_usd / calls AS cost_per_call,
+               if(input_tokens + output_tokens = 0, nan,
+                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens"""
+# When the per-user rollup can answer: no filter it lacks a column for.
+_USERS_ROLLUP = ("({service:String} = '' AND {feature:String} = '' AND {model:String} = ''"
+                 " AND {version:String} = '')")
+_USERS_FILTERS = f" AND ({{project:String}} = '' OR {_DIMENSIONS['project']} = {{project:String}})"
 
 
 def expensive_calls(store: Store, start: datetime, end: datetime,
@@ -414,16 +454,25 @@ def confidence_histogram(store: Store, start: datetime, end: datetime,
                          filters: Filters | None = None) -> pd.DataFrame:
     """Confidence per (model, version) as counts of values rounded to 0.001: model, version,
     confidence, calls. Enough for PSI and KS (`drift`) at any row count; spans without a
-    confidence are left out."""
+    confidence are left out. Whole hours come from the hourly rollup's histogram."""
     sql = f"""
-        SELECT {_FAMILY} AS model, {_VERSION} AS version,
-               round(assumeNotNull(Confidence), 3) AS confidence, count() AS calls
-        FROM {_table(store)}
-        WHERE {_WHERE} AND Confidence IS NOT NULL
-        GROUP BY model, version, confidence
-        ORDER BY model, version, confidence
+        SELECT model, version, k / 1000 AS confidence, sum(n) AS calls
+        FROM (
+            SELECT Family AS model, Version AS version, sumMap(ConfidenceHist) AS h
+            FROM {store.database}.{CALLS_1H_TABLE}
+            WHERE {_HOURS} {_ROLLUP_FILTERS}
+            GROUP BY model, version
+            UNION ALL
+            SELECT {_FAMILY} AS model, {_VERSION} AS version, {CONFIDENCE_HIST[2]} AS h
+            FROM {_table(store)}
+            WHERE {_WHERE} AND Confidence IS NOT NULL AND {_OUTSIDE_HOURS}
+            GROUP BY model, version
+        )
+        ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS n
+        GROUP BY model, version, k
+        ORDER BY model, version, k
     """
-    return store.query(sql, _params(start, end, filters))
+    return store.query(sql, _params(start, end, filters, **_hour_params(start, end)))
 
 
 def search_traces(store: Store, start: datetime, end: datetime, filters: Filters | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from infersight import attributes as A
 from infersight_collector.store import insert_spans, migrate, retention_days, schema
 
 
@@ -58,6 +59,43 @@ def test_a_database_made_by_migration_1_upgrades_and_keeps_its_rows(store, span_
         assert (counts.spans[0], counts.feedback[0]) == (3, 0)
     finally:
         store.command(f"DROP DATABASE {old.database}")
+
+
+def test_migration_7_fills_the_histogram_and_user_rollups_from_stored_spans(store, span_batch):
+    """Spans stored under migration 6 count in the hourly confidence histogram and per-user
+    rollup after migration 7, and the backfill changes no other sum of the hourly rollup."""
+    old = _OtherDatabase(store, "infersight_upgrade7")
+    store.command(f"DROP DATABASE IF EXISTS {old.database}")
+    target = schema.Target(old.database)
+    for stmt in schema.bootstrap_statements(target) + [
+            s for m in schema.MIGRATIONS[:6] for s in m.statements(target)]:
+        store.command(stmt)
+    store.command(f"INSERT INTO {old.database}.{schema.MIGRATIONS_TABLE} (Version, Name) "
+                  "SELECT number + 1, 'before' FROM numbers(6)")
+    call = {A.OPERATION: "chat", A.USER: "u1", A.TENANT: "acme", A.COST: "0.5"}
+    for confidence, n in (("0.25", 3), ("0.7504", 2)):
+        store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}",
+                           span_batch(n, attributes={**call, A.CONFIDENCE: confidence}))
+    store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}", span_batch(4, attributes=call))
+    db = old.database
+    try:
+        assert migrate(old) == [7]
+        hourly = store.query(
+            f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
+            f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1H_TABLE}")
+        assert hourly.iloc[0].tolist() == [9, 4.5, 5, "{250:3,750:2}"]
+        users = store.query(f"SELECT UserId, TenantId, sum(Calls) AS calls, sum(CostUsd) AS cost"
+                            f" FROM {db}.{schema.USERS_1H_TABLE} GROUP BY UserId, TenantId")
+        assert users.values.tolist() == [["u1", "acme", 9, 4.5]]
+        # New spans reach both through the re-created views.
+        store.insert_arrow(f"{db}.{schema.SPANS_TABLE}",
+                           span_batch(1, attributes={**call, A.CONFIDENCE: "0.25"}))
+        after = store.query(f"SELECT toString(sumMap(ConfidenceHist)) AS h, sum(Calls) AS n"
+                            f" FROM {db}.{schema.CALLS_1H_TABLE}")
+        assert after.iloc[0].tolist() == ["{250:4,750:2}", 10]
+        assert store.query(f"SELECT sum(Calls) AS n FROM {db}.{schema.USERS_1H_TABLE}").n[0] == 10
+    finally:
+        store.command(f"DROP DATABASE {db}")
 
 
 def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch):

@@ -88,11 +88,12 @@ def test_feature_model_table_aggregates_each_pair(store, add_calls):
     df = queries.feature_model_table(store, *_window())
 
     assert list(df.columns) == ["feature", "model", "calls", "errors", "cost_usd",
-                                "input_tokens", "output_tokens", "p95_latency_ms"]
+                                "input_tokens", "output_tokens", "cache_read_tokens",
+                                "p95_latency_ms"]
     assert [tuple(r) for r in df.itertuples(index=False)] == [
-        ("summarize", "claude-sonnet-4", 2, 2, 6.0, 2000, 600, 2500.5),
-        ("search", "gpt-4o-2024-08-06", 10, 1, 5.0, 1000, 100, 900.0),
-        ("(none)", "gpt-4o", 1, 0, 0.125, 7, 3, 40.0),
+        ("summarize", "claude-sonnet-4", 2, 2, 6.0, 2000, 600, 0, 2500.5),
+        ("search", "gpt-4o-2024-08-06", 10, 1, 5.0, 1000, 100, 0, 900.0),
+        ("(none)", "gpt-4o", 1, 0, 0.125, 7, 3, 0, 40.0),
     ]
 
 
@@ -229,16 +230,16 @@ def test_month_to_date_is_the_months_window(store, add_calls):
     assert _rows(month, "key", "cost_usd") == [("search", 6.0), ("chat", 1.0)]
 
 
-def test_cache_savings_inputs_per_served_model(store, add_calls):
+def test_feature_model_table_counts_cache_reads_per_served_model(store, add_calls):
     add_calls(T0 + 10 * S, response_model="gpt-4o-mini-2024-07-18", cache_read_tokens=600)
     add_calls(T0 + 20 * S, response_model="gpt-4o-mini-2024-07-18", cache_read_tokens=400)
     add_calls(T0 + 30 * S, response_model="claude-sonnet-4", cache_read_tokens=5000)
     add_calls(T0 + 40 * S, response_model="gpt-4o")  # no cache reads: not listed
 
-    df = queries.cache_savings_inputs(store, *_window())
+    df = queries.feature_model_table(store, *_window())
 
-    assert _rows(df, "model", "cache_read_tokens") == [
-        ("claude-sonnet-4", 5000), ("gpt-4o-mini-2024-07-18", 1000)]
+    assert sorted(_rows(df, "model", "cache_read_tokens")) == [
+        ("claude-sonnet-4", 5000), ("gpt-4o", 0), ("gpt-4o-mini-2024-07-18", 1000)]
 
 
 def test_expensive_calls_most_costly_first(store, add_calls):
@@ -543,9 +544,10 @@ _EVERY_QUERY = {
     "summary": (lambda s, f, t: queries.summary(s, *_window(), f), "calls"),
     "totals_over_time": (lambda s, f, t: queries.totals_over_time(s, *_window(), 300, f),
                          "calls"),
-    "cost_by": (lambda s, f, t: queries.cost_by(s, *_window(), "tenant", f), "key"),
-    "cache_savings_inputs": (lambda s, f, t: queries.cache_savings_inputs(s, *_window(), f),
-                             "model"),
+    "cost_by": (lambda s, f, t: queries.cost_by(s, *_window(), "model", f), "key"),
+    "cost_per_user_and_tenant": (
+        lambda s, f, t: queries.cost_per_user_and_tenant(s, *_window(), f)
+        .query("dimension == 'tenant'"), "key"),
     "expensive_calls": (lambda s, f, t: queries.expensive_calls(s, *_window(), f), "service"),
     "version_first_seen": (lambda s, f, t: queries.version_first_seen(s, *_window(), f),
                            "version"),

@@ -28,12 +28,16 @@ ROLLUP_VIEW = "otel_traces_1m_mv"
 # the dimensions the dashboard filters and groups by.
 CALLS_1M_TABLE = "ai_calls_1m"
 CALLS_1H_TABLE = "ai_calls_1h"
+# Cost per user (and the user's tenant) per hour (migration 7): the dashboard's per-user and
+# per-tenant charts read it when no service, feature, model or version filter narrows the
+# calls. A user is expected to belong to one tenant; one who calls for many only adds rows.
+USERS_1H_TABLE = "ai_users_1h"
 FEEDBACK_TABLE = "feedback"
 ALERTS_TABLE = "alerts"
 MIGRATIONS_TABLE = "schema_migrations"
 # Tables with rows (not views); tests empty these between cases.
 DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE, ALERTS_TABLE, CALLS_1M_TABLE,
-               CALLS_1H_TABLE)
+               CALLS_1H_TABLE, USERS_1H_TABLE)
 
 # Inserts recently seen per table, by deduplication token: a retried or replayed insert within
 # this many blocks is dropped by ClickHouse. Replicated tables keep their own window
@@ -337,6 +341,71 @@ def _calls_rollups(t: Target) -> list[str]:
     return statements
 
 
+# Migration 7. The hourly rollup also counts confidence values, rounded to thousandths, per
+# key and hour: a histogram read back as `sumMap(ConfidenceHist)` (keys are thousandths), so
+# PSI and KS need no scan of the spans. Values beyond +-1e6 are clamped to it.
+CONFIDENCE_HIST = (
+    "ConfidenceHist", "SimpleAggregateFunction(sumMap, Map(Int32, UInt64))",
+    "sumMapIf(map(toInt32(round(greatest(-1e6, least(1e6, assumeNotNull(Confidence))) * 1000)),"
+    " toUInt64(1)), isNotNull(Confidence))")
+USERS_KEY: tuple[tuple[str, str], ...] = (
+    ("ProjectId", "ProjectId"),
+    ("TenantId", "TenantId"),
+    ("UserId", "UserId"),
+)
+USERS_VALUES: tuple[tuple[str, str, str], ...] = tuple(
+    v for v in CALLS_VALUES
+    if v[0] in ("Calls", "InputTokens", "OutputTokens", "CacheReadTokens", "CostUsd"))
+
+
+def _hourly_confidence_and_users(t: Target) -> list[str]:
+    """Adds `CONFIDENCE_HIST` to `ai_calls_1h` (its view is re-created with the column, and
+    the column is filled from the spans already stored: extra rows carrying only the histogram
+    and the same first and last call times, which add nothing else), and `ai_users_1h`, keyed
+    by project, tenant and user, filled like migration 6's. Run before ingest
+    starts: spans written while it runs may be missed or counted twice in the histogram."""
+    name, typ, expr = CONFIDENCE_HIST
+    table, time_col, time_expr = CALLS_ROLLUPS[1]
+    order = ", ".join(n for n, _ in CALLS_KEY)
+    keys = [f"{e} AS {n}" for n, e in CALLS_KEY]
+    values = [f"{e} AS {n}" for n, _, e in CALLS_VALUES]
+    select = ",\n    ".join([f"{time_expr} AS {time_col}"] + keys + values + [f"{expr} AS {name}"])
+    statements = [
+        f"ALTER TABLE {t.local(table)}{t.on_cluster} ADD COLUMN IF NOT EXISTS {name} {typ}",
+        f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(table + '_mv')}{t.on_cluster} "
+        f"TO {t.local(table)} AS\nSELECT\n    {select}\nFROM {t.local(SPANS_TABLE)}\n"
+        f"WHERE Operation != ''\nGROUP BY {time_col}, {order}",
+    ]
+    if not t.cluster:
+        fill = ",\n    ".join([f"{time_expr} AS {time_col}"] + keys + [
+            "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
+        statements.append(
+            f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})\n"
+            f"SELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
+            f"WHERE Operation != '' AND Confidence IS NOT NULL\nGROUP BY {time_col}, {order}")
+    key = ",\n".join(f"    {n} LowCardinality(String)" if n != "UserId" else f"    {n} String"
+                     for n, _ in USERS_KEY)
+    value_ddl = ",\n".join(f"    {n} {typ}" for n, typ, _ in USERS_VALUES)
+    users_order = ", ".join(n for n, _ in USERS_KEY)
+    statements += create_table(
+        t, USERS_1H_TABLE, f"    Hour DateTime,\n{key},\n{value_ddl}", "AggregatingMergeTree",
+        f"PARTITION BY toYYYYMM(Hour)\nORDER BY (Hour, {users_order})\n"
+        f"{_ttl('Hour', t)}{_dedup_setting(t)}", shard_key=None)
+    body = ("SELECT\n    " + ",\n    ".join(
+        ["toStartOfHour(Timestamp, 'UTC') AS Hour"] + [f"{e} AS {n}" for n, e in USERS_KEY]
+        + [f"{e} AS {n}" for n, _, e in USERS_VALUES])
+        + f"\nFROM {t.local(SPANS_TABLE)}\nWHERE Operation != ''\nGROUP BY Hour, {users_order}")
+    statements.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS "
+                      f"{t.local(USERS_1H_TABLE + '_mv')}{t.on_cluster} "
+                      f"TO {t.local(USERS_1H_TABLE)} AS\n{body}")
+    if not t.cluster:
+        empty = f"WHERE (SELECT count() FROM {t.local(USERS_1H_TABLE)}) = 0 AND "
+        statements.append(f"INSERT INTO {t.local(USERS_1H_TABLE)}\n"
+                          f"{body.replace('WHERE ', empty, 1)}")
+    return statements
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -351,6 +420,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "feedback table", _feedback),
     Migration(5, "alerts table: alert rule state transitions", _alerts),
     Migration(6, "dashboard rollups of AI calls per minute and per hour", _calls_rollups),
+    Migration(7, "confidence histogram per hour, and cost per user and tenant per hour",
+              _hourly_confidence_and_users),
 )
 
 # Tables with a retention TTL, and the column it is counted from.
@@ -361,6 +432,7 @@ TTL_COLUMNS: dict[str, str] = {
     ALERTS_TABLE: "toDateTime(Timestamp)",
     CALLS_1M_TABLE: "Minute",
     CALLS_1H_TABLE: "Hour",
+    USERS_1H_TABLE: "Hour",
 }
 
 # Columns our collector writes; everything else in otel_traces is a DEFAULT.

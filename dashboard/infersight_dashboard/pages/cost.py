@@ -64,7 +64,7 @@ def layout(**query):
             html.H3("Cost per feature over time"),
             graph(id="cost-chart"),
             html.Div(className="grid3", children=[
-                html.Div([html.H3("Per model"), graph(id="cost-by-model")]),
+                html.Div([html.H3("Per model (as served)"), graph(id="cost-by-model")]),
                 html.Div([html.H3("Per user"), graph(id="cost-by-user")]),
                 html.Div([html.H3("Per tenant"), graph(id="cost-by-tenant")]),
             ]),
@@ -111,12 +111,12 @@ def update(search, _n_intervals):
     mark_version_changes(over_time, queries.version_changes(store, start, end, view.filters))
     mark_alert_periods(over_time, queries.alert_periods(store, start, end,
                                                         kinds=queries.COST_ALERT_KINDS))
-    by = {key: _by_figure(queries.cost_by(store, start, end, key, view.filters, limit=TOP_N))
-          for key in ("model", "user", "tenant")}
+    people = queries.cost_per_user_and_tenant(store, start, end, view.filters, limit=TOP_N)
+    by = {key: _by_figure(people[people["dimension"] == key]) for key in ("user", "tenant")}
+    by["model"] = _by_figure(per_served_model(table).head(TOP_N))
     month_start, month_end = month_bounds(end)
     month = queries.cost_by(store, month_start, end, "feature", view.filters)
-    savings = cache_savings(queries.cache_savings_inputs(store, start, end, view.filters),
-                            end.date())
+    savings = cache_savings(table, end.date())
     return (over_time, by["model"], by["user"], by["tenant"],
             _month_figure(month, month_start, end, month_end), _savings_text(savings),
             _with_unit_costs(table).to_dict("records"),
@@ -142,11 +142,12 @@ def project_month_end(spent: float, month_start: datetime, now: datetime,
 
 
 def cache_savings(rows: pd.DataFrame, day) -> pd.DataFrame:
-    """What cache reads saved per model (`queries.cache_savings_inputs` rows): model,
-    cache_read_tokens, saved_usd = their price as fresh input minus their price as cache reads,
-    from the bundled price file (models it does not price are left out)."""
+    """What cache reads saved per served model (from `queries.feature_model_table` rows):
+    model, cache_read_tokens, saved_usd = their price as fresh input minus their price as cache
+    reads, from the bundled price file (models it does not price are left out)."""
+    per_model = rows.groupby("model")["cache_read_tokens"].sum()
     out = []
-    for model, tokens in zip(rows["model"], rows["cache_read_tokens"]):
+    for model, tokens in per_model[per_model > 0].items():
         fresh = cost_usd(model, Usage(input=int(tokens)), day)
         cached = cost_usd(model, Usage(input=int(tokens), cache_read=int(tokens)), day)
         if fresh is not None and cached is not None:
@@ -160,6 +161,16 @@ def _savings_text(savings: pd.DataFrame) -> str:
     return (f"Cached input tokens saved ${savings['saved_usd'].sum():,.4f} in this range "
             f"({int(savings['cache_read_tokens'].sum()):,} tokens read from a prompt cache "
             f"across {len(savings)} model{'s' if len(savings) > 1 else ''}).")
+
+
+def per_served_model(table: pd.DataFrame) -> pd.DataFrame:
+    """`queries.feature_model_table` rows summed per served model, most expensive first, with
+    the columns of `queries.cost_by` the chart shows (key, calls, cost_usd and unit costs)."""
+    sums = (table.groupby("model", as_index=False)
+            [["calls", "cost_usd", "input_tokens", "output_tokens"]].sum()
+            .rename(columns={"model": "key"})
+            .sort_values(["cost_usd", "key"], ascending=[False, True], ignore_index=True))
+    return _with_unit_costs(sums)
 
 
 def _with_unit_costs(table: pd.DataFrame) -> pd.DataFrame:
