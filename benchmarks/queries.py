@@ -6,9 +6,8 @@ required argument this module cannot supply shows up as a MISSED row naming the 
 A page's load is the query functions its module calls (found in its source), each as often as
 the source calls it (the overview's summary of now and of the period before, the degradation
 page's histograms of the window, the pinned baseline and the comparison), run one after the
-other; of `cost_by`'s variants a page is charged those whose `by` value it names as a
-string literal (the overview draws features and models, the cost page models, users, tenants
-and month-to-date features). The window is the whole generated week, the most a page reads.
+other; a `cost_by` call is charged as the variant its first string literal names (the
+overview draws features and models, the cost page models and month-to-date features). The window is the whole generated week, the most a page reads.
 The baseline, measured in the same run, is the cheapest useful query over the same window
 (one `sum` over the AI spans); a query's ratio says how many such scans it costs.
 """
@@ -74,8 +73,9 @@ def page_queries() -> dict[str, Counter]:
         if path.name != "__init__.py":
             source = path.read_text()
             names = Counter(re.findall(r"queries\.([a-z_][a-z0-9_]*)\(", source))
-            if names.pop("cost_by", 0):  # only the variants the page names, once each
-                names.update(f"cost_by(by={by})" for by in _COST_BY if f'"{by}"' in source)
+            names.pop("cost_by", 0)  # each call as the `by` it passes
+            names.update(f"cost_by(by={by})" for by in re.findall(
+                r'queries\.cost_by\([^"]*"([a-z]+)"', source))
             out[path.stem] = names
     return out
 

@@ -88,6 +88,8 @@ def test_cost_page_charts_features_models_users_and_links_expensive_calls(pages,
     assert {t.name: sum(t.y) for t in over_time.data} == {"search": 0.5, "summarize": 1.5}
     assert all(t.type == "bar" for t in over_time.data)
     assert dict(zip(by_user.data[0].y, by_user.data[0].x)) == {"u1": 0.5, "u2": 1.5}
+    assert list(by_model.data[0].y) == ["gpt-4o-2024-08-06", "claude-sonnet-4"]  # top at top
+    assert list(by_model.data[0].x) == [0.5, 1.5]
     assert dict(zip(by_tenant.data[0].y, by_tenant.data[0].x)) == {"acme": 0.5, "(none)": 1.5}
     assert [(r["feature"], r["model"], r["calls"], r["errors"], r["cost_usd"]) for r in rows] == [
         ("summarize", "claude-sonnet-4", 1, 1, 1.5), ("search", "gpt-4o-2024-08-06", 2, 0, 0.5)]
@@ -97,6 +99,21 @@ def test_cost_page_charts_features_models_users_and_links_expensive_calls(pages,
     assert calls[0]["trace"].endswith(f"(/traces?range=6h&trace={calls[0]['trace_id']})")
     assert savings == "No cached-token savings in this range."
     assert (empty_hidden, content_hidden) == (True, False)
+
+
+def test_cost_per_served_model_sums_its_features():
+    from infersight_dashboard.pages.cost import per_served_model
+
+    table = pd.DataFrame({"feature": ["a", "b", "a"], "model": ["m1", "m1", "m2"],
+                          "calls": [1, 3, 2], "cost_usd": [1.0, 3.0, 5.0],
+                          "input_tokens": [600, 1400, 0], "output_tokens": [0, 0, 0]})
+
+    out = per_served_model(table)
+
+    assert out[["key", "calls", "cost_usd"]].values.tolist() == [["m2", 2, 5.0],
+                                                                 ["m1", 4, 4.0]]
+    assert out["cost_per_call"].tolist() == [2.5, 1.0]
+    assert out["cost_per_1k_tokens"].iloc[1] == 2.0 and pd.isna(out["cost_per_1k_tokens"][0])
 
 
 def test_month_end_projection_runs_at_the_month_so_far():
@@ -138,8 +155,7 @@ def test_degradation_measures_drift_of_the_new_version(pages, add_calls):
     add_calls(_ago(minutes=30), request_model="gpt-4o", version="gpt-4o-2024-08-06",
               confidence=0.5)
 
-    models, chosen, placeholder, *_ = pages["degradation"].choose_model("")
-    out = pages["degradation"].update("", None)
+    (models, chosen, placeholder, *_), out, compare_out, _ = _degradation(pages, "")
     rows, _conf, conf_time, latency, errors, _tokens, options, a, _, b, *rest = out
     placeholders, hidden = rest[:2], rest[2:]
 
@@ -155,7 +171,7 @@ def test_degradation_measures_drift_of_the_new_version(pages, add_calls):
     assert {t.name: list(t.y) for t in errors.data}[new] == [0.5]
     assert hidden == [True, False]
 
-    columns, compare, _ = pages["degradation"].compare("")
+    columns, compare, _ = compare_out
     by_metric = {r["metric"]: r for r in compare}
     assert by_metric["Error rate"]["a"] == "0.00%" and by_metric["Error rate"]["b"] == "50.00%"
     assert by_metric["Latency p50 (ms)"]["change"] == "+200.0%"
@@ -220,14 +236,14 @@ def test_degradation_charts_feedback_per_version(pages, store, add_calls):
             "score": 1}
         _record(store, f"{i + 11:032x}", **verdict)
 
-    score, negative, none_hidden, charts_hidden = pages["degradation"].feedback("", None)
+    *_, (score, negative, none_hidden, charts_hidden) = _degradation(pages, "")
 
     assert (none_hidden, charts_hidden) == (True, False)
     assert {t.name: [float(y) for y in t.y] for t in score.data} == {"v1": [1.0], "v2": [0.6]}
     assert {t.name: [float(y) for y in t.y] for t in negative.data} == {"v1": [0.0],
                                                                          "v2": [0.5]}
     assert [s.name for s in negative.layout.shapes] == ["version v2"]
-    rows = {r["metric"]: r for r in pages["degradation"].compare("")[1]}
+    rows = {r["metric"]: r for r in _degradation(pages, "")[2][1]}
     assert (rows["Negative feedback"]["a"], rows["Negative feedback"]["b"]) == ("0.0%", "50.0%")
     assert rows["Mean feedback score"]["change"] == "-40.0%"
 
@@ -235,13 +251,26 @@ def test_degradation_charts_feedback_per_version(pages, store, add_calls):
 def test_degradation_without_feedback_says_how_to_send_it(pages, add_calls):
     add_calls(_ago(minutes=10), version="v1")
 
-    *_, none_hidden, charts_hidden = pages["degradation"].feedback("", None)
+    _, _, compare, (*_, none_hidden, charts_hidden) = _degradation(pages, "")
 
     assert (none_hidden, charts_hidden) == (False, True)
     assert not any(r["metric"].endswith("feedback") or r["metric"] == "Mean feedback score"
-                   for r in pages["degradation"].compare("")[1])
+                   for r in compare[1])
     text = " ".join(_texts(pages["degradation"].layout()))
     assert "infersight.feedback(" in text and "below 0.5" in text
+
+
+def _degradation(pages, search: str) -> tuple:
+    """The degradation page's one callback for `search`, split into its output groups:
+    (controls, main, compare, feedback)."""
+    deg = pages["degradation"]
+    out, groups = deg.update(search, None), []
+    for outputs in (deg.CONTROL_OUTPUTS, deg.MAIN_OUTPUTS, deg.COMPARE_OUTPUTS,
+                    deg.FEEDBACK_OUTPUTS):
+        groups.append(out[:len(outputs)])
+        out = out[len(outputs):]
+    assert not out
+    return tuple(groups)
 
 
 def _two_models(add_calls):
@@ -253,12 +282,11 @@ def _two_models(add_calls):
 
 def test_degradation_view_comes_from_the_url(pages, add_calls):
     _two_models(add_calls)
-    deg = pages["degradation"]
     linked = "?range=6h&dmodel=mini&a=m1&b=m2&ref=baseline&base_from=2025-05-01&base_to=2025-05-02"
 
-    models, model, _, reference, base_from, base_to = deg.choose_model(linked)
-    rows, *_, a_options, a, _, b, _pa, _pb, _eh, _ch = deg.update(linked, None)
-    columns = deg.compare(linked)[0]
+    controls, main, (columns, *_), _ = _degradation(pages, linked)
+    models, model, _, reference, base_from, base_to = controls
+    rows, *_, a_options, a, _, b, _pa, _pb, _eh, _ch = main
 
     assert (models, model, reference, base_from, base_to) == (
         ["mini", "big"], "mini", "baseline", "2025-05-01", "2025-05-02")
@@ -266,15 +294,16 @@ def test_degradation_view_comes_from_the_url(pages, add_calls):
     # Pinned to days with no calls: every version's reference is the (empty) baseline window.
     assert {r["reference"] for r in rows} == {"baseline window"}
     # Automatic: the model with most versions, the newest against the one before.
-    assert deg.choose_model("?range=6h")[1:3] == (None, "mini (most versions)")
-    assert [c["name"] for c in deg.compare("?range=6h")[0][1:3]] == ["A: m2", "B: m3"]
+    auto = _degradation(pages, "?range=6h")
+    assert auto[0][1:3] == (None, "mini (most versions)")
+    assert [c["name"] for c in auto[2][0][1:3]] == ["A: m2", "B: m3"]
     # A model or version the window does not hold means the automatic choice.
-    stale = "?range=6h&dmodel=gone&a=m9&b=m1"
-    assert deg.choose_model(stale)[1] is None
-    assert [c["name"] for c in deg.compare(stale)[0][1:3]] == ["A: m2", "B: m1"]
-    assert [r["version"] for r in deg.update("?range=6h&dmodel=big", None)[0]] == ["b1"]
+    stale = _degradation(pages, "?range=6h&dmodel=gone&a=m9&b=m1")
+    assert stale[0][1] is None
+    assert [c["name"] for c in stale[2][0][1:3]] == ["A: m2", "B: m1"]
+    assert [r["version"] for r in _degradation(pages, "?range=6h&dmodel=big")[1][0]] == ["b1"]
     # The global model filter narrows the choice.
-    assert deg.choose_model("?range=6h&model=big")[:2] == (["big"], None)
+    assert _degradation(pages, "?range=6h&model=big")[0][:2] == (["big"], None)
 
 
 def test_layout_starts_the_controls_at_the_urls_values(pages):

@@ -16,6 +16,7 @@ written to the URL, so the Back button never lands on a page that rewrites its o
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 from datetime import date, datetime, timedelta, timezone
 
 import dash
@@ -131,25 +132,98 @@ def layout(**query):
     ])
 
 
+class Loaded(NamedTuple):
+    """What the page reads for one view, each query once: the models in the window (most
+    versions first), the one shown, and that model's versions, series, histograms, version
+    changes, feedback and alert periods. (Not a dataclass: Dash runs page modules without
+    registering them in sys.modules, which dataclasses need.)"""
+
+    window: tuple[datetime, datetime]
+    models: list[str]
+    model: str | None = None
+    summary: pd.DataFrame | None = None
+    series: pd.DataFrame | None = None
+    hist: pd.DataFrame | None = None
+    baseline: pd.DataFrame | None = None
+    changes: pd.DataFrame | None = None
+    feedback_summary: pd.DataFrame | None = None
+    feedback_series: pd.DataFrame | None = None
+    alerts: pd.DataFrame | None = None
+
+
+def load(view: View) -> Loaded:
+    store = get_store()
+    start, end = view.window()
+    versions = queries.version_first_seen(store, start, end, replace(view.filters, version=""))
+    ranked = (versions.groupby("model").agg(versions=("version", "size"), calls=("calls", "sum"))
+              .sort_values(["versions", "calls"], ascending=False))
+    models = list(ranked.index)
+    wanted, reference, baseline_start, baseline_end = url_controls(view)[:4]
+    model = wanted if wanted in models else (models[0] if models else None)
+    if model is None:
+        return Loaded((start, end), models)
+    filters = replace(view.filters, model=model, version="")
+    bucket = queries.choose_bucket_seconds(start, end)
+    baseline = None
+    if reference == BASELINE_WINDOW:
+        b_start, b_end = baseline_window(baseline_start, baseline_end, start, end)
+        baseline = queries.confidence_histogram(store, b_start, b_end, filters)
+    return Loaded(
+        (start, end), models, model,
+        summary=queries.version_summary(store, start, end, filters),
+        series=queries.version_timeseries(store, start, end, bucket, filters),
+        hist=queries.confidence_histogram(store, start, end, filters),
+        baseline=baseline,
+        changes=queries.version_changes(store, start, end, filters),
+        feedback_summary=queries.feedback_summary(store, start, end, filters),
+        feedback_series=queries.feedback_timeseries(store, start, end, bucket, filters),
+        alerts=queries.alert_periods(store, start, end, exclude_kinds=queries.COST_ALERT_KINDS))
+
+
+# The page's outputs, in the order `update` returns them: the controls, the drift table and
+# charts, the side-by-side comparison, the feedback charts.
+CONTROL_OUTPUTS = (("degradation-model", "options"), ("degradation-model", "value"),
+                   ("degradation-model", "placeholder"), ("degradation-reference", "value"),
+                   ("degradation-baseline", "start_date"), ("degradation-baseline", "end_date"))
+MAIN_OUTPUTS = (
+    ("degradation-drift", "data"), ("degradation-confidence", "figure"),
+    ("degradation-confidence-time", "figure"), ("degradation-latency", "figure"),
+    ("degradation-errors", "figure"), ("degradation-tokens", "figure"),
+    ("degradation-a", "options"), ("degradation-a", "value"), ("degradation-b", "options"),
+    ("degradation-b", "value"), ("degradation-a", "placeholder"),
+    ("degradation-b", "placeholder"), ("degradation-empty", "hidden"),
+    ("degradation-content", "hidden"))
+COMPARE_OUTPUTS = (("degradation-compare", "columns"), ("degradation-compare", "data"),
+                   ("degradation-compare-confidence", "figure"))
+FEEDBACK_OUTPUTS = (("degradation-feedback-score", "figure"),
+                    ("degradation-feedback-negative", "figure"),
+                    ("degradation-feedback-none", "hidden"),
+                    ("degradation-feedback-charts", "hidden"))
+
+
 @dash.callback(
-    Output("degradation-model", "options"),
-    Output("degradation-model", "value"),
-    Output("degradation-model", "placeholder"),
-    Output("degradation-reference", "value"),
-    Output("degradation-baseline", "start_date"),
-    Output("degradation-baseline", "end_date"),
+    *[Output(i, p) for i, p in CONTROL_OUTPUTS + MAIN_OUTPUTS + COMPARE_OUTPUTS
+      + FEEDBACK_OUTPUTS],
     Input("url", "search"),
+    Input("refresh-timer", "n_intervals"),
 )
-def choose_model(search):
+def update(search, _n_intervals):
+    """The whole page for the URL (see the module docstring): one read of the store (`load`),
+    then the controls, drift table and charts, comparison and feedback charts from it."""
+    view = View.from_query(search)
+    data = load(view)
+    return (*controls(view, data), *main(view, data), *compare(view, data),
+            *feedback(view, data))
+
+
+def controls(view: View, data: Loaded) -> tuple:
     """The controls as the URL says (Back and Forward, a linked view): the models in the window
     (only the global model filter's, when set), most versions (then calls) first; the model
     chosen, or None with the automatic choice as placeholder; reference; baseline dates."""
-    view = View.from_query(search)
-    models = ranked_models(view)
     model, reference, base_from, base_to, _a, _b = url_controls(view)
-    placeholder = f"{models[0]} (most versions)" if models else "No model in this range"
-    return (models, model if model in models else None, placeholder, reference, base_from,
-            base_to)
+    placeholder = f"{data.models[0]} (most versions)" if data.models else "No model in this range"
+    return (data.models, model if model in data.models else None, placeholder, reference,
+            base_from, base_to)
 
 
 @dash.callback(
@@ -199,23 +273,6 @@ def controls_query(search: str | None, values: list, models: list[str],
     return view.with_extra(**{k: v or "" for k, v in zip(URL_KEYS, wanted)}).to_query()
 
 
-def ranked_models(view: View) -> list[str]:
-    """The models in the view's window, most versions (then calls) first."""
-    start, end = view.window()
-    versions = queries.version_first_seen(get_store(), start, end,
-                                          replace(view.filters, version=""))
-    ranked = (versions.groupby("model").agg(versions=("version", "size"), calls=("calls", "sum"))
-              .sort_values(["versions", "calls"], ascending=False))
-    return list(ranked.index)
-
-
-def shown_model(view: View) -> str | None:
-    """The model the page shows: the URL's, else the automatic choice."""
-    models = ranked_models(view)
-    wanted = url_controls(view)[0]
-    return wanted if wanted in models else (models[0] if models else None)
-
-
 def _day(value: str | None) -> str | None:
     """A date picker's or the URL's day as YYYY-MM-DD; None if it is not one."""
     try:
@@ -224,50 +281,20 @@ def _day(value: str | None) -> str | None:
         return None
 
 
-@dash.callback(
-    Output("degradation-drift", "data"),
-    Output("degradation-confidence", "figure"),
-    Output("degradation-confidence-time", "figure"),
-    Output("degradation-latency", "figure"),
-    Output("degradation-errors", "figure"),
-    Output("degradation-tokens", "figure"),
-    Output("degradation-a", "options"),
-    Output("degradation-a", "value"),
-    Output("degradation-b", "options"),
-    Output("degradation-b", "value"),
-    Output("degradation-a", "placeholder"),
-    Output("degradation-b", "placeholder"),
-    Output("degradation-empty", "hidden"),
-    Output("degradation-content", "hidden"),
-    Input("url", "search"),
-    Input("refresh-timer", "n_intervals"),
-)
-def update(search, _n_intervals):
+def main(view: View, data: Loaded) -> tuple:
     """Drift table, the five figures, the A/B choices (the URL's, else None with the automatic
-    pair as placeholders), and empty state / content visibility. The controls reach it
-    through the URL."""
-    store, view = get_store(), View.from_query(search)
-    start, end = view.window()
-    model = shown_model(view)
-    _, reference, baseline_start, baseline_end, url_a, url_b = url_controls(view)
-    if not model:
+    pair as placeholders), and empty state / content visibility."""
+    if not data.model:
         return ([], *[go.Figure()] * 5, [], None, [], None, "", "", False, True)
-    filters = replace(view.filters, model=model, version="")
-    summary = queries.version_summary(store, start, end, filters)
-    series = queries.version_timeseries(store, start, end,
-                                        queries.choose_bucket_seconds(start, end), filters)
-    hist = queries.confidence_histogram(store, start, end, filters)
-    changes = queries.version_changes(store, start, end, filters)
-    baseline = None
-    if reference == BASELINE_WINDOW:
-        b_start, b_end = baseline_window(baseline_start, baseline_end, start, end)
-        baseline = queries.confidence_histogram(store, b_start, b_end, filters)
-    versions = list(summary["version"])
-    rows = drift_rows(hist, versions, baseline)
+    url_a, url_b = url_controls(view)[4:]
+    versions = list(data.summary["version"])
+    rows = drift_rows(data.hist, versions, data.baseline)
+    window = data.window
 
     def timeline(frame, y, title, **kw):
-        return version_timeline(frame, y, title, (start, end), changes, **kw)
+        return version_timeline(frame, y, title, window, data.changes, data.alerts, **kw)
 
+    series = data.series
     latency = series.melt(id_vars=["bucket", "version"], value_vars=["p50_ms", "p95_ms", "p99_ms"],
                           var_name="quantile", value_name="ms")
     latency["quantile"] = latency["quantile"].str.removesuffix("_ms")
@@ -275,7 +302,7 @@ def update(search, _n_intervals):
     auto_a, auto_b = default_pair(versions, view.filters.version)
     return (
         rows,
-        confidence_figure(hist),
+        confidence_figure(data.hist),
         timeline(series, "mean_confidence", "Mean confidence"),
         timeline(latency, "ms", "Latency (ms)", line_dash="quantile"),
         timeline(series, "error_rate", "Error rate").update_yaxes(tickformat=".0%",
@@ -287,76 +314,49 @@ def update(search, _n_intervals):
     )
 
 
-@dash.callback(
-    Output("degradation-compare", "columns"),
-    Output("degradation-compare", "data"),
-    Output("degradation-compare-confidence", "figure"),
-    Input("url", "search"),
-)
-def compare(search):
+def compare(view: View, data: Loaded) -> tuple:
     """Version A and version B of the shown model side by side (the URL's, else the newest
     against the one before), with B's drift from A and feedback where there is any."""
-    view = View.from_query(search)
-    model = shown_model(view)
-    if not model:
+    if not data.model:
         return [], [], go.Figure()
-    start, end = view.window()
-    filters = replace(view.filters, model=model, version="")
-    store = get_store()
-    summary = queries.version_summary(store, start, end, filters).set_index("version")
+    summary = data.summary.set_index("version")
     versions = list(summary.index)
     version_a, version_b = default_pair(versions, view.filters.version)
     url_a, url_b = url_controls(view)[4:]
     version_a = url_a if url_a in versions else version_a
     version_b = url_b if url_b in versions else version_b
-    feedback = queries.feedback_summary(store, start, end, filters).set_index("version")
-    summary = summary.join(feedback[["mean_score", "negative_share"]])
-    hist = queries.confidence_histogram(store, start, end, filters)
-    hist = hist[hist["version"].isin([version_a, version_b])]
+    summary = summary.join(data.feedback_summary.set_index("version")[
+        ["mean_score", "negative_share"]])
+    hist = data.hist[data.hist["version"].isin([version_a, version_b])]
     rows = comparison_rows(summary, version_a, version_b, hist)
     columns = [{"id": "metric", "name": ""}, {"id": "a", "name": f"A: {version_a}"},
                {"id": "b", "name": f"B: {version_b}"}, {"id": "change", "name": "B vs A"}]
     return columns, rows, confidence_figure(hist)
 
 
-@dash.callback(
-    Output("degradation-feedback-score", "figure"),
-    Output("degradation-feedback-negative", "figure"),
-    Output("degradation-feedback-none", "hidden"),
-    Output("degradation-feedback-charts", "hidden"),
-    Input("url", "search"),
-    Input("refresh-timer", "n_intervals"),
-)
-def feedback(search, _n_intervals):
+def feedback(view: View, data: Loaded) -> tuple:
     """Mean feedback score and share of negative feedback per version over time; a note
     instead of the charts when the shown model has no feedback in the window."""
-    store, view = get_store(), View.from_query(search)
-    model = shown_model(view)
-    if not model:
+    series = data.feedback_series
+    if not data.model or series.empty:
         return go.Figure(), go.Figure(), False, True
-    start, end = view.window()
-    filters = replace(view.filters, model=model, version="")
-    series = queries.feedback_timeseries(store, start, end,
-                                         queries.choose_bucket_seconds(start, end), filters)
-    if series.empty:
-        return go.Figure(), go.Figure(), False, True
-    changes = queries.version_changes(store, start, end, filters)
-    score = version_timeline(series, "mean_score", "Mean score", (start, end), changes,
-                             hover_data=["scored"])
-    negative = version_timeline(series, "negative_share", "Negative share", (start, end),
-                                changes, hover_data=["feedback", "negative"])
+    window = data.window
+    score = version_timeline(series, "mean_score", "Mean score", window, data.changes,
+                             data.alerts, hover_data=["scored"])
+    negative = version_timeline(series, "negative_share", "Negative share", window,
+                                data.changes, data.alerts, hover_data=["feedback", "negative"])
     return (score, negative.update_yaxes(tickformat=".0%", rangemode="nonnegative"), True,
             False)
 
 
 def version_timeline(frame: pd.DataFrame, y: str, title: str, x_range, changes: pd.DataFrame,
-                     **kw) -> go.Figure:
-    """One line per version of `y` over the buckets, version changes marked."""
+                     alerts: pd.DataFrame, **kw) -> go.Figure:
+    """One line per version of `y` over the buckets, version changes and alert periods
+    marked."""
     figure = px.line(frame, x="bucket", y=y, color="version", markers=True,
                      labels={"bucket": "", y: title, "version": "Version"}, **kw)
     style_figure(figure, x_range, height=300, legend_title_text="")
-    mark_alert_periods(figure, queries.alert_periods(
-        get_store(), *x_range, exclude_kinds=queries.COST_ALERT_KINDS))
+    mark_alert_periods(figure, alerts)
     return mark_version_changes(figure, changes)
 
 
