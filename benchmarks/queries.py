@@ -7,7 +7,8 @@ A page's load is the query functions its module calls (found in its source), eac
 the source calls it (the overview's summary of now and of the period before, the degradation
 page's histograms of the window, the pinned baseline and the comparison), run one after the
 other; a `cost_by` call is charged as the variant its first string literal names (the
-overview draws features and models, the cost page models and month-to-date features). The window is the whole generated week, the most a page reads.
+overview draws features and models, the cost page month-to-date features). The window is the
+whole generated week, the most a page reads.
 The baseline, measured in the same run, is the cheapest useful query over the same window
 (one `sum` over the AI spans); a query's ratio says how many such scans it costs.
 """

@@ -150,20 +150,25 @@ def _calls(store: Store) -> str:
     )"""
 
 
-def _hour_params(start: datetime, end: datetime) -> dict:
-    """The whole hours of `[start, end)` as [h_start, h_end) (empty if there are none): the
-    hourly-only reads take them from a rollup and the rest from the spans."""
-    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
-    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
-    h_start, h_end = _ceil(start, 3600), _floor(end, 3600)
-    if h_start >= h_end:
-        h_start = h_end = end
-    return {"h_start": _utc_text(h_start), "h_end": _utc_text(h_end)}
-
-
+# The whole hours of the window ([h_start, h_end) of `_tier_params`) read from an hourly
+# rollup, and the spans outside them.
 _HOURS = "Hour >= {h_start:DateTime64(3, 'UTC')} AND Hour < {h_end:DateTime64(3, 'UTC')}"
 _OUTSIDE_HOURS = ("(Timestamp < {h_start:DateTime64(3, 'UTC')}"
                   " OR Timestamp >= {h_end:DateTime64(3, 'UTC')})")
+
+
+def _unit_costs(input_tokens: str, output_tokens: str, cache_read_tokens: str) -> str:
+    """Token sums (of the given columns) and unit costs, after `calls` and `cost_usd`."""
+    return f"""sum({input_tokens}) AS input_tokens, sum({output_tokens}) AS output_tokens,
+               sum({cache_read_tokens}) AS cache_read_tokens,
+               cost_usd / calls AS cost_per_call,
+               if(input_tokens + output_tokens = 0, nan,
+                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens"""
+
+
+# When the per-user rollup can answer: no filter it lacks a column for.
+_USERS_ROLLUP = ("({service:String} = '' AND {feature:String} = '' AND {model:String} = ''"
+                 " AND {version:String} = '')")
 
 
 def _floor(t: datetime, step: int) -> datetime:
@@ -321,7 +326,7 @@ def cost_per_user_and_tenant(store: Store, start: datetime, end: datetime,
         FROM (
             SELECT UserId, TenantId, sum(Calls) AS n, {sums}
             FROM {store.database}.{USERS_1H_TABLE}
-            WHERE {_HOURS} AND {_USERS_ROLLUP} {_USERS_FILTERS}
+            WHERE {_HOURS} AND {_USERS_ROLLUP} AND {_PROJECT}
             GROUP BY UserId, TenantId
             UNION ALL
             SELECT UserId, TenantId, count() AS n, {sums}
@@ -335,20 +340,7 @@ def cost_per_user_and_tenant(store: Store, start: datetime, end: datetime,
         LIMIT {{limit:UInt32}} BY dimension
     """
     return store.query(sql, _params(start, end, filters, limit=int(limit),
-                                    **_hour_params(start, end)))
-
-
-def _unit_costs(input_tokens: str, output_tokens: str, cache_read_tokens: str) -> str:
-    """Token sums (of the given columns) and unit costs, after `calls` and `cost_usd`."""
-    return f"""sum({input_tokens}) AS input_tokens, sum({output_tokens}) AS output_tokens,
-               sum({cache_read_tokens}) AS cache_read_tokens,
-               cost_usd / calls AS cost_per_call,
-               if(input_tokens + output_tokens = 0, nan,
-                  cost_usd * 1000 / (input_tokens + output_tokens)) AS cost_per_1k_tokens"""
-# When the per-user rollup can answer: no filter it lacks a column for.
-_USERS_ROLLUP = ("({service:String} = '' AND {feature:String} = '' AND {model:String} = ''"
-                 " AND {version:String} = '')")
-_USERS_FILTERS = f" AND ({{project:String}} = '' OR {_DIMENSIONS['project']} = {{project:String}})"
+                                    **_tier_params(start, end)))
 
 
 def expensive_calls(store: Store, start: datetime, end: datetime,
@@ -472,7 +464,7 @@ def confidence_histogram(store: Store, start: datetime, end: datetime,
         GROUP BY model, version, k
         ORDER BY model, version, k
     """
-    return store.query(sql, _params(start, end, filters, **_hour_params(start, end)))
+    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
 def search_traces(store: Store, start: datetime, end: datetime, filters: Filters | None = None,

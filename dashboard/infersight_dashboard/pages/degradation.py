@@ -16,8 +16,8 @@ written to the URL, so the Back button never lands on a page that rewrites its o
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import NamedTuple
 from datetime import date, datetime, timedelta, timezone
+from typing import NamedTuple
 
 import dash
 import numpy as np
@@ -152,6 +152,7 @@ class Loaded(NamedTuple):
 
 
 def load(view: View) -> Loaded:
+    """Every query the page needs for `view`, each run once."""
     store = get_store()
     start, end = view.window()
     versions = queries.version_first_seen(store, start, end, replace(view.filters, version=""))
