@@ -306,35 +306,55 @@ CALLS_ROLLUPS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _calls_rollup(t: Target, table: str, time_col: str, time_expr: str,
+                  key: tuple[tuple[str, str], ...], values: tuple[tuple[str, str, str], ...],
+                  string_keys: tuple[str, ...] = ()) -> list[str]:
+    """An AggregatingMergeTree of AI calls per `time_col` and `key` (LowCardinality columns,
+    plain String for `string_keys`), fed by a materialized view, then filled from the spans
+    already stored (single node; a cluster's are filled by new inserts only)."""
+    key_ddl = ",\n".join(
+        f"    {name} {'String' if name in string_keys else 'LowCardinality(String)'}"
+        for name, _ in key)
+    value_ddl = ",\n".join(f"    {name} {typ}" for name, typ, _ in values)
+    order = ", ".join(name for name, _ in key)
+    statements = create_table(
+        t, table, f"    {time_col} DateTime,\n{key_ddl},\n{value_ddl}", "AggregatingMergeTree",
+        f"PARTITION BY toYYYYMM({time_col})\nORDER BY ({time_col}, {order})\n"
+        f"{_ttl(time_col, t)}{_dedup_setting(t)}",
+        shard_key=None)
+    body = _rollup_select(t, time_col, time_expr, key, values)
+    statements.append(_rollup_view(t, table, body))
+    if not t.cluster:  # INSERT has no ON CLUSTER; a second run finds the table filled
+        empty = f"WHERE (SELECT count() FROM {t.local(table)}) = 0 AND "
+        statements.append(f"INSERT INTO {t.local(table)}\n{body.replace('WHERE ', empty, 1)}")
+    return statements
+
+
+def _rollup_select(t: Target, time_col: str, time_expr: str, key: tuple[tuple[str, str], ...],
+                   values: tuple[tuple[str, str, str], ...]) -> str:
+    """The SELECT a rollup's view runs on each insert of spans: AI calls per time and key."""
+    select = ",\n    ".join(
+        [f"{time_expr} AS {time_col}"]
+        + [f"{expr} AS {name}" for name, expr in key]
+        + [f"{expr} AS {name}" for name, _, expr in values])
+    order = ", ".join(name for name, _ in key)
+    return (f"SELECT\n    {select}\nFROM {t.local(SPANS_TABLE)}\n"
+            f"WHERE Operation != ''\nGROUP BY {time_col}, {order}")
+
+
+def _rollup_view(t: Target, table: str, select: str) -> str:
+    return (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(table + '_mv')}{t.on_cluster} "
+            f"TO {t.local(table)} AS\n{select}")
+
+
 def _calls_rollups(t: Target) -> list[str]:
-    """Per-minute and per-hour rollups of AI calls (Operation != '') for the dashboard, each
-    fed by a materialized view, then filled from the spans already stored (single node; a
-    cluster's are filled by new inserts only). A minmax index on Timestamp lets a short,
-    time-bounded read of otel_traces (the rollups' ragged edges, a trace search) skip
-    granules, since Timestamp is only the third column of its ORDER BY."""
-    key = ",\n".join(f"    {name} LowCardinality(String)" for name, _ in CALLS_KEY)
-    values = ",\n".join(f"    {name} {typ}" for name, typ, _ in CALLS_VALUES)
-    order = ", ".join(name for name, _ in CALLS_KEY)
+    """Per-minute and per-hour rollups of AI calls (Operation != '') for the dashboard. A
+    minmax index on Timestamp lets a short, time-bounded read of otel_traces (the rollups'
+    ragged edges, a trace search) skip granules, since Timestamp is only the third column of
+    its ORDER BY."""
     statements = []
     for table, time_col, time_expr in CALLS_ROLLUPS:
-        statements += create_table(
-            t, table, f"    {time_col} DateTime,\n{key},\n{values}", "AggregatingMergeTree",
-            f"PARTITION BY toYYYYMM({time_col})\nORDER BY ({time_col}, {order})\n"
-            f"{_ttl(time_col, t)}{_dedup_setting(t)}",
-            shard_key=None)
-        select = ",\n    ".join(
-            [f"{time_expr} AS {time_col}"]
-            + [f"{expr} AS {name}" for name, expr in CALLS_KEY]
-            + [f"{expr} AS {name}" for name, _, expr in CALLS_VALUES])
-        body = (f"SELECT\n    {select}\nFROM {t.local(SPANS_TABLE)}\n"
-                f"WHERE Operation != ''\nGROUP BY {time_col}, {order}")
-        statements.append(
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(table + '_mv')}{t.on_cluster} "
-            f"TO {t.local(table)} AS\n{body}")
-        if not t.cluster:  # INSERT has no ON CLUSTER; a second run finds the table filled
-            empty = f"WHERE (SELECT count() FROM {t.local(table)}) = 0 AND "
-            statements.append(
-                f"INSERT INTO {t.local(table)}\n{body.replace('WHERE ', empty, 1)}")
+        statements += _calls_rollup(t, table, time_col, time_expr, CALLS_KEY, CALLS_VALUES)
     statements.append(
         f"ALTER TABLE {t.local(SPANS_TABLE)}{t.on_cluster} ADD INDEX IF NOT EXISTS "
         "idx_timestamp Timestamp TYPE minmax GRANULARITY 1")
@@ -368,42 +388,22 @@ def _hourly_confidence_and_users(t: Target) -> list[str]:
     name, typ, expr = CONFIDENCE_HIST
     table, time_col, time_expr = CALLS_ROLLUPS[1]
     order = ", ".join(n for n, _ in CALLS_KEY)
-    keys = [f"{e} AS {n}" for n, e in CALLS_KEY]
-    values = [f"{e} AS {n}" for n, _, e in CALLS_VALUES]
-    select = ",\n    ".join([f"{time_expr} AS {time_col}"] + keys + values + [f"{expr} AS {name}"])
     statements = [
         f"ALTER TABLE {t.local(table)}{t.on_cluster} ADD COLUMN IF NOT EXISTS {name} {typ}",
         f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {t.local(table + '_mv')}{t.on_cluster} "
-        f"TO {t.local(table)} AS\nSELECT\n    {select}\nFROM {t.local(SPANS_TABLE)}\n"
-        f"WHERE Operation != ''\nGROUP BY {time_col}, {order}",
+        _rollup_view(t, table, _rollup_select(t, time_col, time_expr, CALLS_KEY,
+                                              CALLS_VALUES + (CONFIDENCE_HIST,))),
     ]
     if not t.cluster:
-        fill = ",\n    ".join([f"{time_expr} AS {time_col}"] + keys + [
+        fill = ",\n    ".join([f"{time_expr} AS {time_col}"]
+                              + [f"{e} AS {n}" for n, e in CALLS_KEY] + [
             "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
         statements.append(
             f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})\n"
             f"SELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
             f"WHERE Operation != '' AND Confidence IS NOT NULL\nGROUP BY {time_col}, {order}")
-    key = ",\n".join(f"    {n} LowCardinality(String)" if n != "UserId" else f"    {n} String"
-                     for n, _ in USERS_KEY)
-    value_ddl = ",\n".join(f"    {n} {typ}" for n, typ, _ in USERS_VALUES)
-    users_order = ", ".join(n for n, _ in USERS_KEY)
-    statements += create_table(
-        t, USERS_1H_TABLE, f"    Hour DateTime,\n{key},\n{value_ddl}", "AggregatingMergeTree",
-        f"PARTITION BY toYYYYMM(Hour)\nORDER BY (Hour, {users_order})\n"
-        f"{_ttl('Hour', t)}{_dedup_setting(t)}", shard_key=None)
-    body = ("SELECT\n    " + ",\n    ".join(
-        ["toStartOfHour(Timestamp, 'UTC') AS Hour"] + [f"{e} AS {n}" for n, e in USERS_KEY]
-        + [f"{e} AS {n}" for n, _, e in USERS_VALUES])
-        + f"\nFROM {t.local(SPANS_TABLE)}\nWHERE Operation != ''\nGROUP BY Hour, {users_order}")
-    statements.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS "
-                      f"{t.local(USERS_1H_TABLE + '_mv')}{t.on_cluster} "
-                      f"TO {t.local(USERS_1H_TABLE)} AS\n{body}")
-    if not t.cluster:
-        empty = f"WHERE (SELECT count() FROM {t.local(USERS_1H_TABLE)}) = 0 AND "
-        statements.append(f"INSERT INTO {t.local(USERS_1H_TABLE)}\n"
-                          f"{body.replace('WHERE ', empty, 1)}")
+    statements += _calls_rollup(t, USERS_1H_TABLE, "Hour", "toStartOfHour(Timestamp, 'UTC')",
+                                USERS_KEY, USERS_VALUES, string_keys=("UserId",))
     # The most expensive calls: ORDER BY CostUsd DESC LIMIT n skips granules by their max.
     statements += [
         f"ALTER TABLE {t.local(SPANS_TABLE)}{t.on_cluster} ADD INDEX IF NOT EXISTS "
