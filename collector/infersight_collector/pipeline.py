@@ -1,28 +1,29 @@
-"""Bounded queue and writer between the receivers and the store, with a disk spool.
+"""Bounded queue, writer and inserter between the receivers and the store, with a disk spool.
 
 Receivers `submit()` a decoded batch and wait on the returned future, which resolves once the
-batch is durable: in the store, or, when the store fails, fsynced into the spool (spool.py).
-It fails only when neither took the batch; the receiver then asks the client to retry.
+batch is durable. It fails only when it could not be made durable; the receiver then asks the
+client to retry.
 
-Group commit: one writer thread takes everything queued at once (up to `max_batch_spans`) and
-writes it as one group, because each insert has a fixed cost (tens of milliseconds in chDB)
-that per-request inserts would pay hundreds of times a second. A group is appended to the
-spool with the tokens of its requests (one fsync), inserted under a group token, then marked
-done in the spool; its requests are acknowledged once it is in the store. After a crash, the
-groups still in the spool are inserted again under the same group token, which ClickHouse
-drops when the first insert got there, so no span is stored twice.
+With a spool (what `infersight collector` runs): write-behind. The writer thread takes
+everything queued at once and appends it to the spool as one group (one fsync), then
+acknowledges its requests. The inserter thread inserts the spool's oldest segment, whole, as
+one insert under a token derived from its records (spool.py), and deletes it once it is in the
+store. So clients wait for an fsync, not for ClickHouse, and each insert carries every group
+committed in the last `insert_interval_s` (or a full segment): ClickHouse's cost per span falls
+steeply with the size of an insert (a 4,000-span insert costs about 6x as much per span as a
+100,000-span one, merges included), and that is what lets ingest keep up. A span is queryable
+about `insert_interval_s` after its acknowledgement; `flush()` waits for it.
 
 A request's token is a hash of its content. The writer remembers the tokens of the last
 `window_requests` requests made durable (loaded from the spool on start, so it survives a
 crash): a client that lost the reply and re-sends a request gets it acknowledged without a
 second insert. Without a spool there is nothing to recover a group from, so each request is
-inserted on its own under its own token, as ClickHouse's deduplication window then covers it.
+inserted on its own under its own token, as ClickHouse's deduplication window then covers it,
+and acknowledged once in the store.
 
-When an insert fails the store is taken as down: new groups are acknowledged once spooled,
-and the store is probed again every `store_retry_s`. Once it answers, the spool is drained,
-oldest first, one record between queue passes. When the spool is full, or there is none,
-`submit()` raises `Overloaded` with a retry hint, and memory stays bounded by
-`max_queued_spans`.
+When an insert fails the store is taken as down and probed again every `store_retry_s`;
+meanwhile segments wait in the spool. When the spool is full, or there is none, `submit()`
+raises `Overloaded` with a retry hint, and memory stays bounded by `max_queued_spans`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from .store import Store, insert_spans
 log = logging.getLogger(__name__)
 
 DEFAULT_STORE_RETRY_S = 1.0
+# With a spool, at most one insert a second unless a full segment waits: a span is queryable
+# about a second after it is acknowledged, and each insert carries a second of spans.
+DEFAULT_INSERT_INTERVAL_S = 1.0
 
 
 class Overloaded(Exception):
@@ -102,23 +106,31 @@ class Pipeline:
     def __init__(self, store: Store, max_queued_spans: int = 200_000,
                  max_batch_spans: int = 50_000, spool: Spool | None = None,
                  store_retry_s: float = DEFAULT_STORE_RETRY_S,
-                 window_requests: int = DEFAULT_WINDOW_REQUESTS):
+                 window_requests: int = DEFAULT_WINDOW_REQUESTS,
+                 insert_interval_s: float = DEFAULT_INSERT_INTERVAL_S):
         self.store = store
         self.spool = spool
         self.max_queued_spans = max_queued_spans
         self.max_batch_spans = max_batch_spans
         self.store_retry_s = store_retry_s
+        self.insert_interval_s = insert_interval_s
         self._queue: deque[_Request] = deque()
         self._queued_spans = 0
         self._cond = threading.Condition()
         self._stopping = False
+        self._in_hand = False  # the writer holds a group taken from the queue
         self._thread = threading.Thread(target=self._run, name="infersight-writer", daemon=True)
+        # The inserter's state: segments to insert, the store's health, and closing down.
+        self._spooled = threading.Condition()
+        self._inserter = threading.Thread(target=self._insert_loop, name="infersight-inserter",
+                                          daemon=True)
+        self._closing = False
+        self._next_insert = 0.0
         self._store_up = True
         self._next_probe = 0.0
         self._durable = _Window(window_requests)
         self.written_spans = 0
         self.spooled_spans = 0
-        self.replayed_spans = 0
         self.duplicate_requests = 0
         self.failed_batches = 0
         self.store_errors = 0
@@ -130,6 +142,7 @@ class Pipeline:
             if self.spool.records:
                 log.info("spool holds %d batches (%d bytes) not yet in the store; writing them",
                          self.spool.records, self.spool.bytes)
+            self._inserter.start()
         self._thread.start()
         return self
 
@@ -159,30 +172,35 @@ class Pipeline:
     def store_up(self) -> bool:
         return self._store_up
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything acknowledged is in the store; False if it is not by
+        `timeout` (the store is down, or behind)."""
+        deadline = time.monotonic() + timeout
+        while self._queue or self._in_hand or (self.spool is not None and self.spool.records):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Make what was accepted durable (store, else spool), then stop the writer."""
+        """Make what was accepted durable, write what the store takes in `timeout`, stop."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
         if self.spool is not None:
+            with self._spooled:
+                self._closing = True
+                self._spooled.notify()
+            self._inserter.join(max(deadline - time.monotonic(), 0.0))
             self.spool.close()
 
-    def _backlog(self) -> bool:
-        return self.spool is not None and self.spool.records > 0
-
     def _take(self) -> list[_Request] | None:
-        """The next group of queued requests; [] when it is time for a drain step; None
-        when stopping and the queue is empty."""
+        """The next group of queued requests; None when stopping and the queue is empty."""
         with self._cond:
             while not self._queue and not self._stopping:
-                if self._backlog():
-                    wait = 0.0 if self._store_up else self._next_probe - time.monotonic()
-                    if wait <= 0:
-                        return []
-                    self._cond.wait(wait)
-                else:
-                    self._cond.wait()
+                self._cond.wait()
             if not self._queue:
                 return None
             taken, rows = [], 0
@@ -192,14 +210,15 @@ class Pipeline:
                 taken.append(request)
                 rows += request.batch.num_rows
             self._queued_spans -= rows
+            self._in_hand = True
             return taken
 
     def _run(self) -> None:
         while (group := self._take()) is not None:
-            if group:
+            try:
                 self._write(group)
-            if not self._stopping:
-                self._drain_step()
+            finally:
+                self._in_hand = False
 
     def _may_try_store(self) -> bool:
         return self._store_up or time.monotonic() >= self._next_probe
@@ -242,9 +261,8 @@ class Pipeline:
         tokens = tuple(r.token for r in requests)
         batch = requests[0].batch if len(requests) == 1 else \
             pa.concat_tables([r.batch for r in requests])
-        record = Record(group_token(tokens), batch, tokens)
         try:
-            self.spool.append([record])
+            self.spool.append([Record(group_token(tokens), batch, tokens)])
         except SpoolFull as exc:
             self._fail(requests, Overloaded(f"{exc}; the store is behind", self.store_retry_s))
             return
@@ -252,30 +270,28 @@ class Pipeline:
             log.error("cannot write the spool, inserting without it: %s", exc)
             self._write_each(requests)
             return
-        # In the spool: durable. Insert now unless older groups wait for the store.
-        if self.spool.records == 1 and self._may_try_store() and self._insert(record) is None:
-            self.spool.done()
-        else:
-            self.spooled_spans += batch.num_rows
+        self.spooled_spans += batch.num_rows
         for r in requests:
             self._durable.add(r.token)
             r.future.set_result(None)
+        with self._spooled:
+            self._spooled.notify()
 
-    def _insert(self, record: Record) -> Exception | None:
-        """Insert `record`; the error when the store failed, else None."""
+    def _insert(self, token: str, batch: pa.Table) -> Exception | None:
+        """Insert `batch` under `token`; the error when the store failed, else None."""
         try:
-            insert_spans(self.store, record.batch, record.token)
+            insert_spans(self.store, batch, token)
         except Exception as exc:
             self._store_failed(exc)
             return exc
         self._store_answered()
-        self.written_spans += record.batch.num_rows
+        self.written_spans += batch.num_rows
         return None
 
     def _write_each(self, requests: list[_Request]) -> None:
         """Insert each request under its own token (no spool to recover a group from)."""
         for i, request in enumerate(requests):
-            error = self._insert(Record(request.token, request.batch)) \
+            error = self._insert(request.token, request.batch) \
                 if self._may_try_store() else Overloaded("store unavailable", self.store_retry_s)
             if error is not None:
                 self._fail(requests[i:], error)
@@ -288,16 +304,38 @@ class Pipeline:
         for r in requests:
             r.future.set_exception(error)
 
-    def _drain_step(self) -> None:
-        """Write the oldest spooled group to the store."""
-        if not self._backlog() or not self._may_try_store():
-            return
-        record = self.spool.next_pending()
-        if self._insert(record) is None:
-            self.spool.done()
-            self.replayed_spans += record.batch.num_rows
-            if not self.spool.records:
-                log.info("spool drained")
+    def _next_segment(self) -> bool:
+        """Wait until a segment is due and the store may be tried; False when closing and
+        nothing more will be."""
+        with self._spooled:
+            while True:
+                if self._closing and (not self.spool.records or not self._store_up):
+                    return False
+                if not self._store_up:
+                    due = self._next_probe
+                elif self.spool.oldest_sealed or self._closing:
+                    due = 0.0
+                else:
+                    due = self._next_insert
+                wait = due - time.monotonic()
+                if self.spool.records and wait <= 0:
+                    return True
+                self._spooled.wait(wait if self.spool.records else None)
+
+    def _insert_loop(self) -> None:
+        """Insert the spool's segments, oldest first, each whole (see the module docstring)."""
+        while self._next_segment():
+            self._next_insert = time.monotonic() + self.insert_interval_s
+            segment, records = self.spool.take_segment()
+            batch = records[0].batch if len(records) == 1 else \
+                pa.concat_tables([r.batch for r in records])
+            if self._insert(segment_token(records), batch) is None:
+                self.spool.segment_done(segment)
+
+
+def segment_token(records: list[Record]) -> str:
+    """The deduplication token of a segment's insert: the same records, the same token."""
+    return group_token(tuple(r.token for r in records))
 
 
 def _copy_outcome(source: Future, target: Future) -> None:

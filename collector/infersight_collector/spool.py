@@ -1,13 +1,14 @@
-"""Append-only on-disk spool: the write-ahead log of the writer, and the backlog while the store
-is down.
+"""Append-only on-disk spool: the write-ahead log between the receivers and the store.
 
-Every group of requests the writer commits is appended here (one fsync for the group) before
-it is inserted, with the tokens of the client requests it holds, and marked done once it is in
-the store. So after a crash every group that may or may not have reached the store is still
-here: it is inserted again under the same deduplication token (ClickHouse drops it if it got
-there), and the request tokens it holds are known again, so a client re-sending one of those
-requests is acknowledged without storing it twice. When the store is down, groups stay here
-(acknowledged: they are durable) until it answers again.
+Every group of requests the writer commits is appended here (one fsync for the group), with
+the tokens of the client requests it holds, and acknowledged: it is durable. The inserter then
+takes the oldest segment, whole, and inserts it as one: under load a segment holds every group
+committed while the previous insert ran, so inserts grow with the load (ClickHouse's cost per
+span falls steeply with the size of an insert). A segment taken for insertion is sealed, so its
+records never change: after a crash it is inserted again with the same records under the same
+deduplication token (ClickHouse drops it if it got there), and the request tokens it holds are
+known again, so a client re-sending one of those requests is acknowledged without storing it
+twice. While the store is down, segments wait here until it answers again.
 
 A spool is a directory of segment files (`00000001.spool`, ...). Each record is
 
@@ -44,7 +45,8 @@ _TOKEN_LEN = struct.Struct("<H")
 _SUFFIX = ".spool"
 _REQUESTS_KEY = b"infersight.requests"
 WINDOW_FILE = "requests.window"
-DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+# A segment is what one insert writes (about 1 KB per span: some 65,000 spans).
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # Client request tokens remembered: a re-sent request among the last this many is not stored
 # again. At 500 spans a request that is 20 minutes at 100k spans/s.
 DEFAULT_WINDOW_REQUESTS = 250_000
@@ -180,6 +182,11 @@ class Spool:
         """Records not yet in the store."""
         return len(self._pending)
 
+    @property
+    def oldest_sealed(self) -> bool:
+        """The oldest segment not yet in the store is complete: full, or left by a crash."""
+        return bool(self._pending) and self._pending[0].segment is not self._active
+
     def has_room(self, nbytes: int = 0) -> bool:
         return self._bytes + nbytes <= self.max_bytes
 
@@ -188,8 +195,6 @@ class Spool:
         encoded = [encode(r) for r in records]
         size = sum(map(len, encoded))
         with self._lock:
-            if not self.has_room(size) and self._active is not None and not self._active.live:
-                self._retire(self._active)  # all of it is in the store: make room
             if not self.has_room(size):
                 raise SpoolFull(f"spool at {self._bytes} of {self.max_bytes} bytes; "
                                 f"{size} more do not fit")
@@ -230,27 +235,38 @@ class Spool:
         if not segment.live:
             self._retire(segment)
 
-    def next_pending(self) -> Record | None:
-        """The oldest record not yet in the store; call `done()` once it is."""
+    def take_segment(self) -> tuple[_Segment, list[Record]] | None:
+        """The oldest segment not yet in the store and all its records, to insert as one;
+        call `segment_done()` once they are. The segment being appended to is sealed first,
+        so a segment's records never change once taken: a replay after a crash inserts the
+        same records under the same token, and the store drops them if they got there."""
         with self._lock:
             if not self._pending:
                 return None
-            p = self._pending[0]
-            if p.record is not None:
-                return p.record
-            with open(p.segment.path, "rb") as f:
-                f.seek(p.start)
-                return _decode_payload(f.read(p.length))
+            segment = self._pending[0].segment
+            if segment is self._active:
+                self._seal()
+            records = []
+            for p in self._pending:
+                if p.segment is not segment:
+                    break
+                records.append(p.record if p.record is not None else self._read(p))
+            return segment, records
 
-    def done(self) -> None:
-        """The oldest pending record is in the store; delete its segment once all of it is."""
+    def _read(self, p: _Pending) -> Record:
+        with open(p.segment.path, "rb") as f:
+            f.seek(p.start)
+            return _decode_payload(f.read(p.length))
+
+    def segment_done(self, segment: _Segment) -> None:
+        """Every record of `segment` (from `take_segment`) is in the store: delete it."""
         with self._lock:
-            p = self._pending.popleft()
-            if p.record is not None:
-                self._cached -= p.record.batch.nbytes
-            p.segment.live -= 1
-            if not p.segment.live and p.segment is not self._active:
-                self._retire(p.segment)
+            while self._pending and self._pending[0].segment is segment:
+                p = self._pending.popleft()
+                if p.record is not None:
+                    self._cached -= p.record.batch.nbytes
+            segment.live = 0
+            self._retire(segment)
 
     def _retire(self, segment: _Segment) -> None:
         """Keep the segment's request tokens in the window file, then delete the segment."""
@@ -303,16 +319,10 @@ class Spool:
         with self._lock:
             pending = list(self._pending)
         for p in pending:
-            if p.record is not None:
-                yield p.record
-            else:
-                with open(p.segment.path, "rb") as f:
-                    f.seek(p.start)
-                    yield _decode_payload(f.read(p.length))
+            yield p.record if p.record is not None else self._read(p)
 
     def close(self) -> None:
-        """Close the segment being appended to; delete it when all of it is in the store
-        (after a crash it is replayed instead, and the store drops what it has)."""
+        """Close the segment being appended to (what is in it waits for the next start)."""
         with self._lock:
             if self._active is not None:
                 self._seal()

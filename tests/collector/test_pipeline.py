@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pyarrow as pa
 import pytest
 
-from infersight_collector.pipeline import Overloaded, Pipeline, content_token, group_token
+from infersight_collector.pipeline import (
+    Overloaded,
+    Pipeline,
+    content_token,
+    group_token,
+    segment_token,
+)
 from infersight_collector.spool import Record, Spool
 from infersight_collector.store import insert_spans
 
@@ -66,29 +73,53 @@ def test_a_full_queue_pushes_back_with_a_retry_hint(store, span_batch):
 
 def test_a_spool_left_by_a_crash_is_replayed_on_start_without_duplicates(store, span_batch,
                                                                          tmp_path):
-    batches = [span_batch(10) for _ in range(5)]
-    spool = Spool(str(tmp_path), max_bytes=1 << 24)
-    spool.append([Record(content_token(b), b) for b in batches])
+    """Two segments were waiting; the crash came after the first reached the store but
+    before the spool knew. On start both are inserted again, whole; the store drops one."""
+    first, second = [span_batch(10) for _ in range(3)], [span_batch(10) for _ in range(2)]
+    spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1)  # a segment per append
+    spool.append([Record(content_token(b), b) for b in first])
+    spool.append([Record(content_token(b), b) for b in second])
     spool.close()
-    # The crash came after the first two were written to the store but before the spool knew.
-    for b in batches[:2]:
-        insert_spans(store, b, content_token(b))
-    pipeline = Pipeline(store, spool=Spool(str(tmp_path), max_bytes=1 << 24)).start()
+    records = [Record(content_token(b), b) for b in first]
+    insert_spans(store, pa.concat_tables(first), segment_token(records))
+    counting = CountingStore(store)
+    pipeline = Pipeline(counting, spool=Spool(str(tmp_path), max_bytes=1 << 24)).start()
     try:
-        wait_until(lambda: pipeline.spool.records == 0)
+        assert pipeline.flush()
     finally:
         pipeline.stop()
     assert stored(store) == (50, 50)
-    assert pipeline.replayed_spans == 50  # all five replayed; the store dropped two
+    assert counting.inserts == 2 and pipeline.written_spans == 50
+
+
+def test_acknowledged_means_spooled_and_flush_means_stored(store, span_batch, tmp_path):
+    """With a spool the client waits for the fsync, not for the store: a request is
+    acknowledged while the store is stuck in an insert, and is stored once that ends."""
+    gate = threading.Event()
+    slow = CountingStore(store, before_insert=gate.wait)
+    pipeline = Pipeline(slow, spool=Spool(str(tmp_path), 1 << 24)).start()
+    try:
+        pipeline.submit(span_batch(5)).result(10)  # its insert now waits on the gate
+        for _ in range(4):
+            pipeline.submit(span_batch(5)).result(10)  # acknowledged all the same
+        assert stored(store) == (0, 0) and not pipeline.flush(timeout=0.2)
+        gate.set()
+        assert pipeline.flush()
+    finally:
+        pipeline.stop()
+    assert stored(store) == (25, 25)
+    assert slow.inserts == 2  # the first group, then the four committed meanwhile, as one
 
 
 class CountingStore:
-    """The real store, counting inserts."""
+    """The real store, counting inserts; `before_insert` runs first (to hold one back)."""
 
-    def __init__(self, store):
+    def __init__(self, store, before_insert=lambda: None):
         self.store, self.database, self.inserts = store, store.database, 0
+        self.before_insert = before_insert
 
     def insert_arrow(self, table, data, dedup_token=None):
+        self.before_insert()
         self.inserts += 1
         self.store.insert_arrow(table, data, dedup_token)
 
@@ -146,8 +177,8 @@ def test_a_request_resent_while_queued_is_stored_once(store, span_batch, tmp_pat
 
 def test_a_crash_between_insert_and_done_replays_without_duplicates(store, span_batch,
                                                                     tmp_path):
-    """The group reached the store but the collector died before marking it done: on start
-    it is inserted again under its group token (dropped by the store), and its requests are
+    """The segment reached the store but the collector died before deleting it: on start
+    it is inserted again under its token (dropped by the store), and its requests are
     recognised when their clients re-send them."""
     batches = [span_batch(10) for _ in range(4)]
     tokens = tuple(content_token(b) for b in batches)
@@ -155,7 +186,7 @@ def test_a_crash_between_insert_and_done_replays_without_duplicates(store, span_
     spool = Spool(str(tmp_path), 1 << 24)
     spool.append([group])
     spool.close()
-    insert_spans(store, group.batch, group.token)
+    insert_spans(store, group.batch, segment_token([group]))
     counting = CountingStore(store)
     pipeline = Pipeline(counting, spool=Spool(str(tmp_path), 1 << 24)).start()
     try:

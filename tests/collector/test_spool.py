@@ -61,10 +61,28 @@ def test_segments_roll_over_and_drained_ones_are_deleted(tmp_path, span_batch):
     for i in range(3):
         spool.append([Record(f"t{i}", span_batch(2))])
     assert len(segments(tmp_path)) == 3
-    assert spool.next_pending().token == "t0"
-    spool.done()
+    segment, records = spool.take_segment()
+    assert [r.token for r in records] == ["t0"]
+    spool.segment_done(segment)
     assert spool.records == 2 and len(segments(tmp_path)) == 2
-    assert spool.next_pending().token == "t1"
+    assert [r.token for r in spool.take_segment()[1]] == ["t1"]
+
+
+def test_a_taken_segment_is_sealed_and_taken_whole(tmp_path, span_batch):
+    """A segment is inserted as one: taking it returns all its records and stops it growing,
+    so a replay after a crash inserts exactly the same records."""
+    spool = Spool(str(tmp_path), max_bytes=1 << 24)
+    spool.append([Record("a", span_batch(2))])
+    spool.append([Record("b", span_batch(3)), Record("c", span_batch(1))])
+    segment, records = spool.take_segment()
+    assert [r.token for r in records] == ["a", "b", "c"]
+    spool.append([Record("d", span_batch(2))])  # goes to a new segment
+    assert len(segments(tmp_path)) == 2
+    assert [r.token for r in spool.take_segment()[1]] == ["a", "b", "c"]  # not done yet
+    spool.segment_done(segment)
+    assert spool.records == 1 and len(segments(tmp_path)) == 1
+    spool.close()
+    assert [r.token for r in Spool(str(tmp_path), 1 << 24)] == ["d"]
 
 
 def test_request_tokens_outlive_their_segment_and_a_reopen(tmp_path, span_batch):
@@ -73,7 +91,7 @@ def test_request_tokens_outlive_their_segment_and_a_reopen(tmp_path, span_batch)
     spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1)
     spool.append([Record("g1", span_batch(2), ("r1", "r2"))])
     spool.append([Record("g2", span_batch(2), ("r3",))])
-    spool.done()  # g1 is in the store: its segment goes, its tokens stay
+    spool.segment_done(spool.take_segment()[0])  # g1 is in the store: its segment goes
     assert len(segments(tmp_path)) == 1
     spool.close()
     reopened = Spool(str(tmp_path), max_bytes=1 << 24)
@@ -82,20 +100,19 @@ def test_request_tokens_outlive_their_segment_and_a_reopen(tmp_path, span_batch)
 
 
 def test_the_request_window_keeps_the_latest(tmp_path, span_batch):
-    spool = Spool(str(tmp_path), max_bytes=1 << 24, segment_bytes=1, window_requests=3)
+    spool = Spool(str(tmp_path), max_bytes=1 << 24, window_requests=3)
     for i in range(10):
         spool.append([Record(f"g{i}", span_batch(1), (f"r{i}",))])
-        spool.done()
+        spool.segment_done(spool.take_segment()[0])
     assert Spool(str(tmp_path), 1 << 24, window_requests=3).recent_requests() == \
         ["r7", "r8", "r9"]
 
 
-def test_a_segment_all_in_the_store_makes_room(tmp_path, span_batch):
-    """The segment being appended to is deleted early when the cap is near and all of it is
-    in the store, so a spool that keeps up never reports itself full."""
+def test_a_spool_that_keeps_up_never_fills(tmp_path, span_batch):
+    """A segment is deleted as soon as it is in the store, so its bytes count no more."""
     one = Record("a", span_batch(10))
     spool = Spool(str(tmp_path), max_bytes=int(len(encode(one)) * 1.5))
     for i in range(5):
         spool.append([Record(f"g{i}", span_batch(10))])
-        spool.done()
-    assert spool.records == 0 and spool.bytes <= spool.max_bytes
+        spool.segment_done(spool.take_segment()[0])
+    assert spool.records == 0 and spool.bytes == 0 and not segments(tmp_path)
