@@ -1,7 +1,7 @@
 """`infersight collector` in its own process, on free loopback ports and a fresh chDB directory.
 
-Flags the collector may not have yet (`--http-port`, `--metrics-port`) are passed only when
-its `--help` lists them, so the benchmarks follow the collector as it grows.
+`--http-port` is passed only when its `--help` lists it; the metrics port tells how many spans
+it has written to the store while it runs (chDB allows one process per directory).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import psutil
 
@@ -47,7 +48,8 @@ def count_spans(data_dir: str) -> int:
 
 class Collector:
     """`with Collector(data_dir) as c:` gives `c.grpc_endpoint`, `c.http_endpoint` (or None),
-    `c.cpu_seconds()`, `c.rss()` and `c.peak_rss`; leaving the block sends SIGTERM (which
+    `c.cpu_seconds()`, `c.rss()`, `c.peak_rss` (collector and decode workers together) and
+    `c.wait_written(n)`; leaving the block sends SIGTERM (which
     writes what was accepted) and waits for the process to exit."""
 
     def __init__(self, data_dir: str):
@@ -59,8 +61,8 @@ class Collector:
                       "--grpc-port", str(self.grpc_port)]
         if self.http_port:
             self._args += ["--http-port", str(self.http_port)]
-        if "--metrics-port" in help_text:
-            self._args += ["--metrics-port", str(free_port())]
+        self.metrics_port = free_port()
+        self._args += ["--metrics-port", str(self.metrics_port)]
         self.proc: subprocess.Popen | None = None
         self.peak_rss = 0
         self._ps: psutil.Process | None = None
@@ -92,19 +94,41 @@ class Collector:
         threading.Thread(target=self._watch_rss, daemon=True).start()
         return self
 
+    def _processes(self) -> list[psutil.Process]:
+        """The collector and its decode workers."""
+        return [self._ps] + self._ps.children(recursive=True)
+
     def _watch_rss(self) -> None:
         while not self._sampling.wait(0.25):
             try:
-                self.peak_rss = max(self.peak_rss, self._ps.memory_info().rss)
+                self.peak_rss = max(self.peak_rss, self.rss())
             except psutil.Error:
                 return
 
     def cpu_seconds(self) -> float:
-        t = self._ps.cpu_times()
-        return t.user + t.system
+        """CPU of the collector and its workers (a worker's exit would drop its share; they
+        live as long as the collector)."""
+        return sum(sum(p.cpu_times()[:2]) for p in self._processes())
 
     def rss(self) -> int:
-        return self._ps.memory_info().rss
+        return sum(p.memory_info().rss for p in self._processes())
+
+    def written_spans(self) -> int:
+        """Spans the collector has inserted into the store (its /metrics)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        line = next(x for x in text.splitlines() if x.startswith("infersight_written_spans "))
+        return int(float(line.split()[1]))
+
+    def wait_written(self, spans: int, timeout: float = 300.0) -> float:
+        """Wait until `spans` are in the store; the seconds it took."""
+        started = time.monotonic()
+        while self.written_spans() < spans:
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"{spans} spans not in the store {timeout:.0f} s after the load")
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     def __exit__(self, *exc) -> None:
         self._sampling.set()

@@ -7,9 +7,11 @@ Then `infersight collector` runs in its own process on a fresh chDB directory an
 (`infersight_collector.loadgen.send_load`, separate processes) send for the set duration over
 raw gRPC (pre-serialised bytes), OTLP/HTTP when the collector has it, and the OpenTelemetry SDK's
 own `OTLPSpanExporter`. A span counts as accepted when its request is acknowledged, which the
-collector does once the span is in the store (in its disk spool only when the store fails,
-which it does not here), so accepted spans are queryable spans; after the run the store is
-counted to check that every acknowledged span is there.
+collector does once the span is fsynced in its spool; it is queryable once the collector has
+inserted it (its `infersight_written_spans` gauge). Queryable spans per second = acknowledged
+spans / (load time + the time until all of them were in the store). The CPU and RSS are the
+collector's with its decode workers. After the run the store is counted to check that every
+acknowledged span is there.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def _end_to_end(result: report.Result, protocol: str, seconds: float, processes:
             cpu0 = collector.cpu_seconds()
             load = send_load(endpoint, protocol=protocol, duration_s=seconds, processes=processes,
                              spans_per_request=SPANS_PER_REQUEST, pool_requests=pool)
+            behind_s = collector.wait_written(load.acked_spans)
             cpu = collector.cpu_seconds() - cpu0
             rss_mb = collector.rss() / 2**20
         peak_mb = collector.peak_rss / 2**20
@@ -98,15 +101,19 @@ def _end_to_end(result: report.Result, protocol: str, seconds: float, processes:
     label = {"grpc": "OTLP/gRPC (raw channel)", "http": "OTLP/HTTP",
              "otel": "OTLP/gRPC (OTel SDK exporter)"}[protocol]
     rate = load.acked_per_s
-    result.add(f"{label}: accepted = queryable", rate, "spans/s", baseline="decode, 1 core",
+    queryable = load.acked_spans / (load.seconds + behind_s)
+    result.add(f"{label}: accepted", rate, "spans/s", baseline="decode, 1 core",
                ratio=rate / decode_rate, target=f">= {TARGET_SPANS_PER_S:,} spans/s",
                ok=rate >= TARGET_SPANS_PER_S)
+    result.add(f"{label}: queryable", queryable, "spans/s", baseline="accepted",
+               ratio=queryable / rate, target=f">= {TARGET_SPANS_PER_S:,} spans/s",
+               ok=queryable >= TARGET_SPANS_PER_S)
     result.add(f"{label}: acknowledged spans found in store",
                100 * stored / max(load.acked_spans, 1), "%",
                baseline=f"{stored:,} stored / {load.acked_spans:,} acked",
                ratio=stored / max(load.acked_spans, 1), target="= 100%",
                ok=stored == load.acked_spans)
-    result.add(f"{label}: collector CPU", cpu / load.seconds, "cores",
+    result.add(f"{label}: collector CPU", cpu / (load.seconds + behind_s), "cores",
                baseline=f"{1e6 * cpu / max(load.acked_spans, 1):.1f} CPU-us per span")
     result.add(f"{label}: collector peak RSS", peak_mb, "MiB",
                baseline=f"{rss_mb:.0f} MiB at the end", ratio=peak_mb / TARGET_RSS_MB,
@@ -117,7 +124,8 @@ def _end_to_end(result: report.Result, protocol: str, seconds: float, processes:
                             "rejected by partial success.")
     result.notes.append(f"{label}: {load.processes} load processes used "
                         f"{load.client_cpu_s / load.seconds:.2f} cores; {load.acked_spans:,} "
-                        f"spans acknowledged in {load.seconds:.1f} s.")
+                        f"spans acknowledged in {load.seconds:.1f} s, all of them in the store "
+                        f"{behind_s:.2f} s after the load ended.")
     return rate
 
 

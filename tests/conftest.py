@@ -86,14 +86,30 @@ def spans():
     infersight.uninstrument()
 
 
+@pytest.fixture(scope="session")
+def _decode_pool():
+    from infersight_collector.decode_pool import DecodePool
+
+    pool = DecodePool(1)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(params=["in-thread", "decode-pool"])
+def decode_pool(request):
+    """Each receiver test runs twice: decoding in the receiving thread, and in a worker
+    process as `infersight collector` does on more than one core."""
+    return request.getfixturevalue("_decode_pool") if request.param == "decode-pool" else None
+
+
 @pytest.fixture
-def collector(store):
+def collector(store, decode_pool):
     """The OTLP/gRPC collector on a free loopback port, writing into `store`."""
     from infersight_collector.otlp_grpc import create_server
     from infersight_collector.pipeline import Pipeline
 
     pipeline = Pipeline(store).start()
-    server, port = create_server(pipeline, "127.0.0.1", 0)
+    server, port = create_server(pipeline, "127.0.0.1", 0, decode_pool=decode_pool)
     server.start()
     server.endpoint = f"127.0.0.1:{port}"
     yield server
@@ -102,7 +118,7 @@ def collector(store):
 
 
 @pytest.fixture
-def http_collector(store):
+def http_collector(store, decode_pool):
     """The OTLP/HTTP collector on a free loopback port, writing into `store`;
     `http_collector.url` is its /v1/traces URL."""
     import threading
@@ -111,7 +127,7 @@ def http_collector(store):
     from infersight_collector.pipeline import Pipeline
 
     pipeline = Pipeline(store).start()
-    server = create_http_server(pipeline, "127.0.0.1", 0)
+    server = create_http_server(pipeline, "127.0.0.1", 0, decode_pool=decode_pool)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
     yield server

@@ -21,6 +21,11 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _default_decode_workers() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores if (cores or 1) > 1 else 0
+
+
 def _open_store(args: argparse.Namespace):
     from .store import open_store
 
@@ -48,7 +53,8 @@ def _start_collector(store, args: argparse.Namespace):
         host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, max_message_bytes=args.max_message_bytes,
         api_keys_file=args.api_keys_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        limits=Limits(max_value_chars=args.max_attribute_chars)))
+        limits=Limits(max_value_chars=args.max_attribute_chars),
+        decode_workers=args.decode_workers))
     return pipeline, server
 
 
@@ -80,6 +86,7 @@ def _shutdown(pipeline, server, store, alerts=None) -> None:
     if alerts is not None:
         alerts.stop()
     server.stop(grace=10).wait()
+    server.close()
     pipeline.stop()
     store.close()
 
@@ -250,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-attribute-chars", type=int,
                        default=_env_int("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
                        help="longer attribute values are cut and marked (default 65536)")
+        p.add_argument("--decode-workers", type=int,
+                       default=_env_int("INFERSIGHT_DECODE_WORKERS", _default_decode_workers()),
+                       help="processes that decode OTLP requests, so ingest is not held to "
+                            "one core by the GIL; 0 decodes in the receiving threads "
+                            "(default: one per core, 0 on one core)")
 
     def listen_flags(p: argparse.ArgumentParser, grpc: bool, dashboard: bool) -> None:
         p.add_argument("--host", default=os.environ.get("INFERSIGHT_HOST", "0.0.0.0"))

@@ -15,7 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from .auth import ApiKeys
-from .decode import DEFAULT_LIMITS, Limits, decode_request
+from .decode import DEFAULT_LIMITS, Decoded, Limits, decode_request
+from .decode_pool import DecodePool
 from .ops import Metrics
 from .pipeline import Overloaded, Pipeline
 
@@ -37,11 +38,13 @@ class RetryLater(Exception):
 
 class Ingest:
     def __init__(self, pipeline: Pipeline, limits: Limits = DEFAULT_LIMITS,
-                 api_keys: ApiKeys | None = None, metrics: Metrics | None = None):
+                 api_keys: ApiKeys | None = None, metrics: Metrics | None = None,
+                 decode_pool: DecodePool | None = None):
         self.pipeline = pipeline
         self.limits = limits
         self.api_keys = api_keys
         self.metrics = metrics or Metrics()
+        self.decode_pool = decode_pool
 
     def authenticate(self, authorization: str | None) -> str | None:
         """The caller's project; None when keys are off. Raises `auth.Unauthenticated`."""
@@ -51,9 +54,21 @@ class Ingest:
         """Count a request refused whole before decoding (malformed, too large, ...)."""
         self.metrics.rejected_requests.labels(transport, reason).inc()
 
+    def export_payload(self, payload: bytes, project: str | None,
+                       transport: str) -> ExportTraceServiceResponse:
+        """`export` of a serialised request, decoded by the pool when there is one; raises
+        protobuf's DecodeError when it is malformed."""
+        if self.decode_pool is None:
+            return self.export(ExportTraceServiceRequest.FromString(payload), project, transport)
+        decoded, token = self.decode_pool.decode(payload, self.limits, project)
+        return self._store(decoded, transport, token)
+
     def export(self, request: ExportTraceServiceRequest, project: str | None,
                transport: str) -> ExportTraceServiceResponse:
-        decoded = decode_request(request, self.limits, project)
+        return self._store(decode_request(request, self.limits, project), transport)
+
+    def _store(self, decoded: Decoded, transport: str,
+               token: str | None = None) -> ExportTraceServiceResponse:
         m = self.metrics
         m.received_spans.labels(transport).inc(decoded.accepted + decoded.rejected)
         if decoded.rejected:
@@ -61,7 +76,7 @@ class Ingest:
         if decoded.accepted:
             started = time.perf_counter()
             try:
-                self.pipeline.submit(decoded.batch).result(timeout=WRITE_TIMEOUT_S)
+                self.pipeline.submit(decoded.batch, token).result(timeout=WRITE_TIMEOUT_S)
             except Overloaded as exc:
                 m.rejected_spans.labels("overloaded").inc(decoded.accepted)
                 raise RetryLater(f"{exc}; retry later",

@@ -44,19 +44,23 @@ class Metrics:
             ["transport", "reason"], registry=r)
         self.write_latency = Histogram(
             "infersight_write_latency_seconds",
-            "Time from hand-off to the pipeline until the spans are durable (queue + insert)",
+            "Time from hand-off to the pipeline until the spans are durable (queue and spool "
+            "fsync; the insert itself without a spool)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r)
         self.store_errors = Counter("infersight_store_errors",
                                     "Writes that failed in the store", registry=r)
 
     def watch_pipeline(self, pipeline) -> None:
-        """Expose the pipeline's queue depth (and spool size, where it keeps one)."""
+        """Expose the pipeline's queue depth, the spans it wrote to the store (acknowledged
+        spans are queryable once counted here), and the spool's size where it keeps one."""
         Gauge("infersight_queue_spans", "Spans waiting to be written",
               registry=self.registry).set_function(lambda: pipeline.queued_spans)
-        if hasattr(pipeline, "spool_bytes"):
-            Gauge("infersight_spool_bytes", "Bytes in the on-disk spool",
-                  registry=self.registry).set_function(lambda: pipeline.spool_bytes)
+        Gauge("infersight_written_spans", "Spans inserted into the store since start",
+              registry=self.registry).set_function(lambda: pipeline.written_spans)
+        if pipeline.spool is not None:
+            Gauge("infersight_spool_bytes", "Bytes in the on-disk spool, not yet in the store",
+                  registry=self.registry).set_function(lambda: pipeline.spool.bytes)
 
 
 def _readiness(ready: threading.Event, store) -> str | None:

@@ -24,13 +24,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from .auth import ApiKeys, Unauthenticated
 from .decode import DEFAULT_LIMITS, Limits
+from .decode_pool import DecodePool
 from .ingest import Ingest, RetryLater
 from .ops import Metrics
 from .pipeline import Pipeline
@@ -69,13 +67,11 @@ class TraceService:
             self.ingest.refused("grpc", "unauthenticated")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         try:
-            request = ExportTraceServiceRequest.FromString(payload)
+            return self.ingest.export_payload(payload, project, "grpc")
         except DecodeError as exc:
             self.ingest.refused("grpc", "malformed")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{MALFORMED_HINT} ({len(payload)} bytes): {exc}")
-        try:
-            return self.ingest.export(request, project, "grpc")
         except RetryLater as exc:
             abort_retry_later(context, str(exc), exc.retry_after_s)
 
@@ -88,8 +84,8 @@ def _credentials(tls: tuple[str, str]) -> grpc.ServerCredentials:
 def create_server(pipeline: Pipeline, host: str = "0.0.0.0", port: int = 4317,
                   max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, workers: int = 16,
                   limits: Limits = DEFAULT_LIMITS, api_keys: ApiKeys | None = None,
-                  metrics: Metrics | None = None,
-                  tls: tuple[str, str] | None = None) -> tuple[grpc.Server, int]:
+                  metrics: Metrics | None = None, tls: tuple[str, str] | None = None,
+                  decode_pool: DecodePool | None = None) -> tuple[grpc.Server, int]:
     """A started-later gRPC server with the TraceService; returns it and the bound port.
     `tls` is (certificate file, private key file), both PEM."""
     server = grpc.server(
@@ -97,7 +93,7 @@ def create_server(pipeline: Pipeline, host: str = "0.0.0.0", port: int = 4317,
         options=[("grpc.max_receive_message_length", max_message_bytes),
                  ("grpc.max_send_message_length", 16 * 1024 * 1024)],
     )
-    service = TraceService(Ingest(pipeline, limits, api_keys, metrics))
+    service = TraceService(Ingest(pipeline, limits, api_keys, metrics, decode_pool))
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Export": grpc.unary_unary_rpc_method_handler(
             service.export, request_deserializer=None,

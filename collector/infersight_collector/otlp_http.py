@@ -37,6 +37,7 @@ from infersight.v1.feedback_pb2 import RecordFeedbackResponse
 from .auth import ApiKeys, Unauthenticated
 from .feedback import InvalidFeedback, record_feedback
 from .decode import DEFAULT_LIMITS, Limits
+from .decode_pool import DecodePool
 from .ingest import Ingest, RetryLater
 from .ops import Metrics
 from .otlp_grpc import MALFORMED_HINT
@@ -207,11 +208,17 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if encoding == "gzip":
             body = _gunzip(body, self.server.max_body_bytes)
+        if not json_body:
+            try:
+                return self.server.ingest.export_payload(body, project, "http")
+            except DecodeError as exc:
+                raise _Refused(400, "malformed",
+                               f"{MALFORMED_HINT} ({len(body)} bytes): {exc}") from None
         try:
-            request = parse_json(body) if json_body else ExportTraceServiceRequest.FromString(body)
-        except (ValueError, DecodeError) as exc:
-            what = "malformed OTLP/JSON request" if json_body else MALFORMED_HINT
-            raise _Refused(400, "malformed", f"{what} ({len(body)} bytes): {exc}") from None
+            request = parse_json(body)
+        except ValueError as exc:
+            raise _Refused(400, "malformed",
+                           f"malformed OTLP/JSON request ({len(body)} bytes): {exc}") from None
         return self.server.ingest.export(request, project, "http")
 
     def _feedback(self, json_body: bool) -> RecordFeedbackResponse:
@@ -324,11 +331,12 @@ def create_http_server(pipeline: Pipeline, host: str = "0.0.0.0", port: int = 43
                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                        limits: Limits = DEFAULT_LIMITS, api_keys: ApiKeys | None = None,
                        metrics: Metrics | None = None, tls: tuple[str, str] | None = None,
-                       max_connections: int = 256) -> ThreadingHTTPServer:
+                       max_connections: int = 256,
+                       decode_pool: DecodePool | None = None) -> ThreadingHTTPServer:
     """A bound, not yet serving OTLP/HTTP server; run `serve_forever()` in a thread and
     `shutdown()` to stop. `tls` is (certificate file, private key file), both PEM."""
     try:
-        server = _Server((host, port), _Handler, Ingest(pipeline, limits, api_keys, metrics),
+        server = _Server((host, port), _Handler, Ingest(pipeline, limits, api_keys, metrics, decode_pool),
                          max_body_bytes, max_connections)
     except OSError as exc:
         raise OSError(f"cannot listen for OTLP/HTTP on {host}:{port} ({exc}); "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from .alerts.spend import add_spend_service
 from .auth import ApiKeys
 from .decode import Limits
+from .decode_pool import DecodePool
 from .feedback import add_feedback_service
 from .ops import Metrics, create_ops_server
 from .otlp_grpc import create_server
@@ -29,6 +30,7 @@ class ReceiverSettings:
     tls_cert: str = ""
     tls_key: str = ""
     limits: Limits = Limits()
+    decode_workers: int = 0  # processes that decode requests; 0: in the receiving thread
 
 
 class Receivers:
@@ -40,7 +42,9 @@ class Receivers:
         keys = ApiKeys.load(s.api_keys_file) if s.api_keys_file else None
         self.metrics = Metrics()
         self.metrics.watch_pipeline(pipeline)
-        common = dict(limits=s.limits, api_keys=keys, metrics=self.metrics, tls=tls)
+        self.decode_pool = DecodePool(s.decode_workers) if s.decode_workers > 0 else None
+        common = dict(limits=s.limits, api_keys=keys, metrics=self.metrics, tls=tls,
+                      decode_pool=self.decode_pool)
         self.grpc, grpc_port = create_server(pipeline, s.host, s.grpc_port,
                                              max_message_bytes=s.max_message_bytes, **common)
         self.grpc_port = grpc_port
@@ -54,9 +58,10 @@ class Receivers:
         threading.Thread(target=self.http.serve_forever, name="otlp-http", daemon=True).start()
         self.ready.set()
         log.info("OTLP/gRPC on %s:%d, OTLP/HTTP on %s:%d, health and metrics on %s:%d "
-                 "(TLS %s, API keys %s)", s.host, grpc_port, s.host,
+                 "(TLS %s, API keys %s, %d decode processes)", s.host, grpc_port, s.host,
                  self.http.server_address[1], s.host, self.ops.server_address[1],
-                 "on" if tls else "off", f"on ({len(keys)})" if keys else "off")
+                 "on" if tls else "off", f"on ({len(keys)})" if keys else "off",
+                 s.decode_workers)
 
     def stop(self, grace: float) -> threading.Event:
         """Refuse new requests, let those in flight finish; the returned event is set when
@@ -68,3 +73,8 @@ class Receivers:
         stopped = self.grpc.stop(grace)
         self.ops.shutdown()
         return stopped
+
+    def close(self) -> None:
+        """Once stopped: end the decode processes."""
+        if self.decode_pool is not None:
+            self.decode_pool.close()

@@ -12,6 +12,7 @@ from test_otlp_http import json_request
 from infersight_collector.ops import JsonFormatter
 from infersight_collector.pipeline import Pipeline
 from infersight_collector.receivers import Receivers, ReceiverSettings
+from infersight_collector.spool import Spool
 
 
 def samples(base: str) -> dict[tuple, float]:
@@ -23,7 +24,8 @@ def samples(base: str) -> dict[tuple, float]:
 def test_health_readiness_and_metrics_follow_the_traffic(store, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("sk-1 = shop\n")
-    pipeline = Pipeline(store).start()
+    pipeline = Pipeline(store, spool=Spool(str(tmp_path / "spool"), 1 << 24),
+                        insert_interval_s=0).start()
     receivers = Receivers(pipeline, store, ReceiverSettings(
         host="127.0.0.1", grpc_port=0, http_port=0, metrics_port=0, api_keys_file=str(keys)))
     base = f"http://127.0.0.1:{receivers.ops.server_address[1]}"
@@ -49,6 +51,10 @@ def test_health_readiness_and_metrics_follow_the_traffic(store, tmp_path):
         assert got[("infersight_write_latency_seconds_count", ())] == 1
         assert got[("infersight_queue_spans", ())] == 0
         assert got[("infersight_store_errors_total", ())] == 0
+        assert pipeline.flush()
+        got = samples(base)
+        assert got[("infersight_written_spans", ())] == 1
+        assert got[("infersight_spool_bytes", ())] == 0
         receivers.ready.clear()  # as on shutdown
         reply = requests.get(f"{base}/readyz", timeout=10)
         assert reply.status_code == 503 and "shutting down" in reply.text
