@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from infersight_collector.loadgen import export_requests, fill_store, generate_spans
-from infersight_collector.pipeline import content_token
+from infersight_collector.decode import content_token
 from infersight_collector.store import insert_spans, open_store
 
 from . import report

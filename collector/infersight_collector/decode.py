@@ -21,6 +21,7 @@ Checks run once per span on whole maps (`max(map(len, ...))` in C), not per attr
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -296,3 +297,15 @@ def decode_request(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_
                               "Links.Attributes")):
         columns[name] = [link[i] for link in links_col]
     return Decoded(pa.Table.from_pydict(columns, schema=ARROW_SCHEMA), rejected, errors)
+
+
+def content_token(batch: pa.Table) -> str:
+    """A deduplication token that is the same for the same spans decoded the same way."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{batch.num_rows}:{','.join(batch.column_names)}".encode())
+    for column in batch.columns:
+        for chunk in column.chunks:
+            for buffer in chunk.buffers():
+                if buffer is not None:
+                    digest.update(buffer)
+    return digest.hexdigest()

@@ -15,8 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from .decode import Decoded, Limits, decode_request
-from .pipeline import content_token
+from .decode import Decoded, Limits, content_token, decode_request
 
 
 def _decode(payload: bytes, limits: Limits, project: str | None):

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from .decode import content_token
 from .spool import DEFAULT_WINDOW_REQUESTS, Record, Spool, SpoolFull
 from .store import Store, insert_spans
 
@@ -56,18 +57,6 @@ class Overloaded(Exception):
     def __init__(self, message: str, retry_after_s: float = DEFAULT_STORE_RETRY_S):
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-def content_token(batch: pa.Table) -> str:
-    """A deduplication token that is the same for the same spans decoded the same way."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{batch.num_rows}:{','.join(batch.column_names)}".encode())
-    for column in batch.columns:
-        for chunk in column.chunks:
-            for buffer in chunk.buffers():
-                if buffer is not None:
-                    digest.update(buffer)
-    return digest.hexdigest()
 
 
 def group_token(tokens: tuple[str, ...]) -> str:

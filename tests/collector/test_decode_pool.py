@@ -8,9 +8,8 @@ import pytest
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from infersight_collector.decode import Limits, decode_request
+from infersight_collector.decode import Limits, content_token, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans
-from infersight_collector.pipeline import content_token
 
 
 def requests() -> list[bytes]:
