@@ -261,12 +261,12 @@ class Spool:
     def segment_done(self, segment: _Segment) -> None:
         """Every record of `segment` (from `take_segment`) is in the store: delete it."""
         with self._lock:
+            segment.live = 0
+            self._retire(segment)  # first: `records` reads 0 only once the bytes are gone
             while self._pending and self._pending[0].segment is segment:
                 p = self._pending.popleft()
                 if p.record is not None:
                     self._cached -= p.record.batch.nbytes
-            segment.live = 0
-            self._retire(segment)
 
     def _retire(self, segment: _Segment) -> None:
         """Keep the segment's request tokens in the window file, then delete the segment."""
