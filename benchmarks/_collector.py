@@ -49,8 +49,8 @@ def count_spans(data_dir: str) -> int:
 class Collector:
     """`with Collector(data_dir) as c:` gives `c.grpc_endpoint`, `c.http_endpoint` (or None),
     `c.cpu_seconds()`, `c.rss()`, `c.peak_rss` (collector and decode workers together) and
-    `c.wait_written(n)`; leaving the block sends SIGTERM (which
-    writes what was accepted) and waits for the process to exit."""
+    `c.wait_written(n)`; leaving the block sends SIGTERM (which writes what was accepted) and
+    waits for the process to exit."""
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir

@@ -22,8 +22,9 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _default_decode_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores if (cores or 1) > 1 else 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return cores if cores > 1 else 0
 
 
 def _open_store(args: argparse.Namespace):

@@ -336,8 +336,8 @@ def create_http_server(pipeline: Pipeline, host: str = "0.0.0.0", port: int = 43
     """A bound, not yet serving OTLP/HTTP server; run `serve_forever()` in a thread and
     `shutdown()` to stop. `tls` is (certificate file, private key file), both PEM."""
     try:
-        server = _Server((host, port), _Handler, Ingest(pipeline, limits, api_keys, metrics, decode_pool),
-                         max_body_bytes, max_connections)
+        ingest = Ingest(pipeline, limits, api_keys, metrics, decode_pool)
+        server = _Server((host, port), _Handler, ingest, max_body_bytes, max_connections)
     except OSError as exc:
         raise OSError(f"cannot listen for OTLP/HTTP on {host}:{port} ({exc}); "
                       "is the port in use?") from exc

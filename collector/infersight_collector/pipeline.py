@@ -248,8 +248,7 @@ class Pipeline:
             self._write_each(requests)
             return
         tokens = tuple(r.token for r in requests)
-        batch = requests[0].batch if len(requests) == 1 else \
-            pa.concat_tables([r.batch for r in requests])
+        batch = pa.concat_tables([r.batch for r in requests])
         try:
             self.spool.append([Record(group_token(tokens), batch, tokens)])
         except SpoolFull as exc:
@@ -316,8 +315,7 @@ class Pipeline:
         while self._next_segment():
             self._next_insert = time.monotonic() + self.insert_interval_s
             segment, records = self.spool.take_segment()
-            batch = records[0].batch if len(records) == 1 else \
-                pa.concat_tables([r.batch for r in records])
+            batch = pa.concat_tables([r.batch for r in records])
             if self._insert(segment_token(records), batch) is None:
                 self.spool.segment_done(segment)
 

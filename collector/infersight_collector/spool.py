@@ -261,7 +261,6 @@ class Spool:
     def segment_done(self, segment: _Segment) -> None:
         """Every record of `segment` (from `take_segment`) is in the store: delete it."""
         with self._lock:
-            segment.live = 0
             self._retire(segment)  # first: `records` reads 0 only once the bytes are gone
             while self._pending and self._pending[0].segment is segment:
                 p = self._pending.popleft()
