@@ -48,9 +48,9 @@ def count_spans(data_dir: str) -> int:
 
 class Collector:
     """`with Collector(data_dir) as c:` gives `c.grpc_endpoint`, `c.http_endpoint` (or None),
-    `c.cpu_seconds()`, `c.rss()`, `c.peak_rss` (collector and decode workers together) and
-    `c.wait_written(n)`; leaving the block sends SIGTERM (which writes what was accepted) and
-    waits for the process to exit."""
+    `c.cpu_seconds()`, `c.memory()`, `c.peak_memory` (collector and decode workers together),
+    `c.peak_main_rss` and `c.wait_written(n)`; leaving the block sends SIGTERM (which writes
+    what was accepted) and waits for the process to exit."""
 
     def __init__(self, data_dir: str):
         self.data_dir = data_dir
@@ -64,7 +64,8 @@ class Collector:
         self.metrics_port = free_port()
         self._args += ["--metrics-port", str(self.metrics_port)]
         self.proc: subprocess.Popen | None = None
-        self.peak_rss = 0
+        self.peak_memory = 0
+        self.peak_main_rss = 0
         self._ps: psutil.Process | None = None
         self._sampling = threading.Event()
 
@@ -101,7 +102,8 @@ class Collector:
     def _watch_rss(self) -> None:
         while not self._sampling.wait(0.25):
             try:
-                self.peak_rss = max(self.peak_rss, self.rss())
+                self.peak_memory = max(self.peak_memory, self.memory())
+                self.peak_main_rss = max(self.peak_main_rss, self._ps.memory_info().rss)
             except psutil.Error:
                 return
 
@@ -110,8 +112,11 @@ class Collector:
         live as long as the collector)."""
         return sum(sum(p.cpu_times()[:2]) for p in self._processes())
 
-    def rss(self) -> int:
-        return sum(p.memory_info().rss for p in self._processes())
+    def memory(self) -> int:
+        """Bytes of memory the collector and its workers hold: the sum of their PSS (each
+        shared page split between the processes sharing it). A sum of RSS would count the
+        libraries the spawned workers share with each other once per worker."""
+        return sum(p.memory_full_info().pss for p in self._processes())
 
     def written_spans(self) -> int:
         """Spans the collector has inserted into the store (its /metrics)."""
