@@ -12,7 +12,9 @@ each round pays for the export of its own spans:
 - infersight: `infersight.instrument()`.
 Floor and infersight share one TracerProvider with a BatchSpanProcessor (the SDK's queue size,
 512-span batches) over an exporter that encodes each batch to OTLP protobuf and discards the
-bytes: the encoding is paid, the socket is not. Overhead = median(way) - median(bare); the
+bytes: the encoding is paid, the socket is not. The encoder is the one the instrumentation
+under test exports with: the SDK's own (`infersight._otlp`) for infersight and its floor, the
+OTel exporter's for each peer and its floor. Overhead = median(way) - median(bare); the
 figure that matters is infersight's overhead over the floor's.
 
 Spans dropped in a burst: a child process calls the real client as fast as it can with
@@ -118,9 +120,10 @@ def anthropic_calls() -> dict[str, Callable[[], None]]:
 
 # ---- the pipeline -----------------------------------------------------------------------------
 
-def provider_with_encoding_exporter(queue: int):
+def provider_with_encoding_exporter(queue: int, encode: Callable | None = None):
     """A TracerProvider whose BatchSpanProcessor (queue of `queue` spans, 512-span batches)
-    encodes every batch to OTLP and drops the bytes."""
+    encodes every batch to an OTLP request with `encode` (default: the OTel exporter's
+    encoder), serialises it and drops the bytes."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -132,7 +135,7 @@ def provider_with_encoding_exporter(queue: int):
 
     class EncodeAndDiscard(SpanExporter):
         def export(self, spans):
-            encode_spans(spans).SerializeToString()
+            (encode or encode_spans)(spans).SerializeToString()
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
@@ -184,8 +187,10 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
     import infersight
     from infersight import config
 
+    from infersight._otlp import export_request
+
     queue = config.load().max_queue_size
-    provider = provider_with_encoding_exporter(queue)
+    provider = provider_with_encoding_exporter(queue, export_request)
     cases = openai_calls()
     if importlib.util.find_spec("infersight.instrumentors.anthropic"):
         cases.update(anthropic_calls())
@@ -343,9 +348,10 @@ def _child(mode: str, calls: int, endpoint: str) -> dict:
         logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     if mode == "memory":
         from infersight import config
+        from infersight._otlp import export_request
 
-        infersight.instrument(
-            tracer_provider=provider_with_encoding_exporter(config.load().max_queue_size))
+        infersight.instrument(tracer_provider=provider_with_encoding_exporter(
+            config.load().max_queue_size, export_request))
     else:
         infersight.instrument(service_name="bench-" + mode, endpoint=endpoint)
     call = openai_calls()["openai sync"]

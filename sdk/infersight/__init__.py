@@ -62,9 +62,9 @@ _spend_counted: "weakref.WeakSet[TracerProvider]" = weakref.WeakSet()  # has our
 
 
 def _exporter(settings: config.Settings):
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from ._otlp import SpanExporter
 
-    return OTLPSpanExporter(endpoint=settings.endpoint, headers=settings.headers or None)
+    return SpanExporter(endpoint=settings.endpoint, headers=settings.headers or None)
 
 
 def _processor(settings: config.Settings) -> CountingProcessor:

@@ -1,0 +1,144 @@
+"""The SDK's own OTLP encoding gives the request the OTel encoder gives, for spans of every shape."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as otel_encode
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import TraceState
+
+from infersight import _otlp, _state
+
+
+def _provider(memory: InMemorySpanExporter, resource: dict, limits: SpanLimits | None = None):
+    provider = TracerProvider(resource=Resource.create(resource), span_limits=limits)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    return provider
+
+
+def _varied_spans() -> list:
+    memory = InMemorySpanExporter()
+    one = _provider(memory, {"service.name": "a", "deployment.environment": "prod"})
+    # Equal resource, distinct object: the OTel encoder groups them together.
+    same = _provider(memory, {"service.name": "a", "deployment.environment": "prod"})
+    small = _provider(memory, {"service.name": "b"},
+                      SpanLimits(max_span_attributes=3, max_events=1, max_links=1))
+    plain = one.get_tracer("plain")
+    scoped = one.get_tracer("scoped", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.2",
+                            attributes={"scope.flag": True})
+    remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1),
+                         trace_state=TraceState([("vendor", "value"), ("other", "x")]))
+    local = SpanContext(0xABCDEF, 0x42, is_remote=False)
+    attributes = {
+        "gen_ai.operation.name": "chat", "empty": "", "unicode": "Grüße 🚀",
+        "long": "x" * 300, "yes": True, "no": False, "zero": 0, "negative": -7,
+        "big": 2**62, "int64.min": -(2**63), "cost": 6.54e-05, "float.zero": 0.0,
+        "nan.ish": -1.5, "finish_reasons": ("stop", "length"), "ints": [1, -2, 3],
+        "floats": [0.5, 2.0], "bools": [True, False], "empty.list": [],
+    }
+    with plain.start_as_current_span("root", kind=SpanKind.SERVER, attributes=attributes) as root:
+        root.add_event("first", {"at": 1, "what": "x"}, timestamp=1_700_000_000_000_000_000)
+        root.add_event("bare")
+        with scoped.start_as_current_span("child", kind=SpanKind.CLIENT,
+                                          links=[Link(local, {"why": "batch"}), Link(remote)]):
+            pass
+        root.set_status(Status(StatusCode.ERROR, "upstream said no"))
+    with plain.start_as_current_span(
+            "from remote", kind=SpanKind.CONSUMER,
+            context=trace.set_span_in_context(trace.NonRecordingSpan(remote))) as span:
+        span.set_status(Status(StatusCode.OK))
+    for kind in (SpanKind.INTERNAL, SpanKind.PRODUCER):
+        same.get_tracer("plain").start_span("k", kind=kind).end()
+    limited = small.get_tracer("limits").start_span(
+        "over limits", attributes={f"a{i}": i for i in range(6)},
+        links=[Link(local), Link(remote)])
+    limited.add_event("e1")
+    limited.add_event("e2")
+    limited.end()
+    token = context.attach(context.Context())
+    try:
+        small.get_tracer("").start_span("").end()  # empty names
+    finally:
+        context.detach(token)
+    return list(memory.get_finished_spans())
+
+
+def test_encoding_equals_the_otel_encoders_request_for_spans_of_every_shape():
+    spans = _varied_spans()
+    assert len(spans) == 7
+    ours = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
+    assert ours == otel_encode(spans)
+    # The shapes the spans were built to have are really there.
+    assert len(ours.resource_spans) == 2  # equal resources folded, as the OTel encoder does
+    limited = [s for rs in ours.resource_spans for ss in rs.scope_spans for s in ss.spans
+               if s.name == "over limits"][0]
+    assert (limited.dropped_attributes_count, limited.dropped_events_count,
+            limited.dropped_links_count) == (3, 1, 1)
+
+
+def test_encoding_equals_otel_for_instrumented_model_calls(fake_openai):
+    import infersight
+    from openai import OpenAI
+
+    memory = InMemorySpanExporter()
+    provider = _provider(memory, {"service.name": "bot"})
+    infersight.instrument(tracer_provider=provider)
+    try:
+        client = OpenAI(api_key="k", base_url=fake_openai.base_url, max_retries=0)
+        with infersight.feature("search"):
+            client.chat.completions.create(model="gpt-4o-mini",
+                                           messages=[{"role": "user", "content": "hi"}])
+            for _ in client.chat.completions.create(
+                    model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                    stream=True, stream_options={"include_usage": True}):
+                pass
+    finally:
+        infersight.uninstrument()
+    spans = memory.get_finished_spans()
+    assert len(spans) == 2
+    assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
+
+
+def test_the_cache_of_encoded_values_stays_bounded():
+    memory = InMemorySpanExporter()
+    tracer = _provider(memory, {"service.name": "ids"}).get_tracer("t")
+    for i in range(_otlp._MAX_CACHED + 500):
+        tracer.start_span("call", attributes={"gen_ai.response.id": f"resp-{i}"}).end()
+    spans = memory.get_finished_spans()
+    request = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
+    assert len(_otlp._fields) <= _otlp._MAX_CACHED
+    ids = [s.attributes[0].value.string_value
+           for s in request.resource_spans[0].scope_spans[0].spans]
+    assert ids == [f"resp-{i}" for i in range(len(spans))]
+
+
+def test_an_encoding_failure_falls_back_to_the_otel_encoder_and_is_counted(monkeypatch):
+    spans = _varied_spans()
+
+    def broken(_spans):
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(_otlp, "encode_spans", broken)
+    before = _state.failures().get("encode spans:RuntimeError", 0)
+    exporter = _otlp.SpanExporter(endpoint="http://127.0.0.1:1", insecure=True)
+    try:
+        assert exporter._translate_data(spans) == otel_encode(spans)
+    finally:
+        exporter.shutdown()
+    assert _state.failures()["encode spans:RuntimeError"] == before + 1
+
+
+@pytest.mark.parametrize("value", [object(), {"nested": "dict"}])
+def test_a_value_otlp_cannot_carry_is_left_out_as_otel_leaves_it(value):
+    """The SDK's Span refuses such values; a span whose attributes were filled another way
+    might still carry one."""
+    spans = _varied_spans()
+    spans[0]._attributes = dict(spans[0].attributes, odd=value)
+    ours = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
+    assert ours == otel_encode(spans)
