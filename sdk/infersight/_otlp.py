@@ -4,7 +4,7 @@ The OTel exporter builds one protobuf object per span, attribute and value in Py
 serialising: about 3 us per attribute, most of what a traced model call costs the host app
 (its spans carry a dozen attributes). This writes the same ExportTraceServiceRequest as
 `opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans` directly as bytes, with
-each attribute key's encoding cached. The tests parse its output and compare it with the OTel
+attribute keys and repeated string values cached. The tests parse its output and compare it with the OTel
 encoder's message for spans of every shape.
 
 Field numbers are those of opentelemetry-proto's trace.proto and common.proto.
@@ -64,6 +64,8 @@ def _value(value: Any) -> bytes:
     if isinstance(value, bool):  # before int: bool is an int
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
+        if not -(1 << 63) <= value < 1 << 63:
+            raise TypeError("an int attribute value past int64")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _DOUBLE(value)

@@ -38,7 +38,7 @@ def _varied_spans() -> list:
     attributes = {
         "gen_ai.operation.name": "chat", "empty": "", "unicode": "Grüße 🚀",
         "long": "x" * 300, "yes": True, "no": False, "zero": 0, "negative": -7,
-        "big": 2**62, "int64.min": -(2**63), "cost": 6.54e-05, "float.zero": 0.0,
+        "big": 2**62, "int64.min": -(2**63), "past.int64": 2**64, "cost": 6.54e-05, "float.zero": 0.0,
         "nan.ish": -1.5, "finish_reasons": ("stop", "length"), "ints": [1, -2, 3],
         "floats": [0.5, 2.0], "bools": [True, False], "empty.list": [],
     }
