@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context, trace
 
 from . import _state
 from . import attributes as A
-from .instrumentors import end_with_error, start_span, suppressed
+from .instrumentors import end_with_error, set_attributes, start_span, suppressed
 
 OPERATION = "predict"
 CUSTOM_PROVIDER = "custom"
@@ -156,7 +156,7 @@ def finish(where: str, span: Any, token: Any, result_attributes: Callable[[], di
     """Detach and end the span of a successful call, adding what the result tells."""
     otel_context.detach(token)
     try:
-        span.set_attributes(result_attributes())
+        set_attributes(span, result_attributes())
     except Exception as exc:
         _state.record_failure(where, exc)
     span.end()

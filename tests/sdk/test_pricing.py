@@ -134,6 +134,19 @@ def test_several_price_changes_each_apply_from_their_date():
         0.5 * 0.28 + 0.5 * 0.028 + 0.42)
 
 
+def test_without_a_date_the_price_of_the_current_utc_day_applies(monkeypatch):
+    """The day is read from the clock on every call (cached per day), in UTC as the collector
+    prices: a process running across midnight switches to the new price."""
+    usage = Usage(input=1_000_000, cache_read=500_000, output=1_000_000)
+    for day in (dt.date(2025, 9, 10), dt.date(2025, 10, 1), dt.date(2025, 3, 1)):
+        midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+        for seconds in (0, 86_399):
+            monkeypatch.setattr(pricing.time, "time", lambda: midnight.timestamp() + seconds)
+            assert cost_usd("deepseek-chat", usage) == cost_usd("deepseek-chat", usage, at=day)
+    assert cost_usd("deepseek-chat", usage, at=dt.date(2025, 9, 10)) != \
+        cost_usd("deepseek-chat", usage, at=dt.date(2025, 10, 1))
+
+
 @pytest.fixture
 def overrides():
     yield pricing

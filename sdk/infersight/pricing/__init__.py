@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -203,9 +204,20 @@ def resolve_model(model: str, provider: str | None = None) -> str | None:
     return None
 
 
+_today: list = [-1, ""]  # [UTC day number, its ISO date]: one date object a day, not a call
+
+
+def _utc_today() -> str:
+    day = int(time.time() // 86400)
+    if day != _today[0]:
+        _today[:] = [day, (_dt.date(1970, 1, 1) + _dt.timedelta(days=day)).isoformat()]
+    return _today[1]
+
+
 def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
              provider: str | None = None) -> float | None:
-    """USD cost of `usage` on `model` at date `at` (today by default); None if unpriced.
+    """USD cost of `usage` on `model` at date `at` (today in UTC, as the collector
+    prices, by default); None if unpriced.
     `provider` (a gen_ai.provider.name) prefers that host's own price for the model."""
     if not model:
         return None
@@ -213,7 +225,7 @@ def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
     if key is None:
         return None
     starts, prices = _models()[key]
-    day = (at or _dt.date.today()).isoformat()
+    day = at.isoformat() if at else _utc_today()
     price = prices[max(bisect.bisect_right(starts, day) - 1, 0)]
     uncached = max(usage.input - usage.cache_read - usage.cache_write, 0)
     total = (uncached * price.input + usage.cache_read * price.cache_read

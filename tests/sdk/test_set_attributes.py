@@ -1,0 +1,85 @@
+"""The instrumentors' fast attribute setter stores exactly what the OTel SDK's own
+`set_attributes` stores, and hands the SDK whatever it cannot take itself."""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+import pytest
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.trace import INVALID_SPAN
+
+from infersight.instrumentors import set_attributes
+
+
+class Reason(str, enum.Enum):
+    STOP = "stop"
+
+
+class Opaque:
+    def __str__(self) -> str:
+        return "opaque"
+
+
+VALUES = {
+    "text": "gpt-4o-mini", "empty": "", "count": 420, "zero": 0, "price": 0.00012,
+    "yes": True, "no": False, "reasons": ["stop", "length"], "numbers": [1, 2],
+    "mixed": [1, "a", 2.5], "empty_list": [], "tuple": ("a", "b"), "none": None,
+    "enum": Reason.STOP, "enum_list": [Reason.STOP], "nested": {"a": 1}, "object": Opaque(),
+    "list_of_objects": [Opaque()],
+}
+
+
+def _two_spans(limits: SpanLimits | None = None, start: dict | None = None):
+    tracer = TracerProvider(span_limits=limits).get_tracer("t")
+    return (tracer.start_span("fast", attributes=dict(start or {})),
+            tracer.start_span("sdk", attributes=dict(start or {})))
+
+
+def _same(fast, sdk) -> None:
+    assert dict(fast.attributes) == dict(sdk.attributes)  # order aside: an overwritten key
+    assert {k: type(v) for k, v in fast.attributes.items()} == \
+        {k: type(v) for k, v in sdk.attributes.items()}
+    assert fast.dropped_attributes == sdk.dropped_attributes
+
+
+def test_every_kind_of_value_is_stored_as_the_sdk_stores_it():
+    fast, sdk = _two_spans(start={"gen_ai.operation.name": "chat"})
+    set_attributes(fast, dict(VALUES))
+    sdk.set_attributes(dict(VALUES))
+    _same(fast, sdk)
+    assert fast.attributes["reasons"] == ("stop", "length")  # lists become tuples
+    assert fast.attributes["object"] == "opaque"  # left to the SDK, which stringifies it
+
+
+def test_an_existing_key_is_overwritten():
+    fast, sdk = _two_spans(start={"gen_ai.request.model": "a"})
+    set_attributes(fast, {"gen_ai.request.model": "b"})
+    sdk.set_attributes({"gen_ai.request.model": "b"})
+    _same(fast, sdk)
+    assert fast.attributes["gen_ai.request.model"] == "b"
+
+
+@pytest.mark.parametrize("limits", [
+    SpanLimits(max_attribute_length=5),  # strings are cut: the SDK cuts them
+    SpanLimits(max_span_attributes=4),  # a full span drops its oldest: the SDK drops them
+])
+def test_span_limits_are_the_sdks_to_apply(limits):
+    fast, sdk = _two_spans(limits, start={"first": "x" * 10, "second": 2})
+    set_attributes(fast, dict(VALUES))
+    sdk.set_attributes(dict(VALUES))
+    _same(fast, sdk)
+
+
+def test_an_ended_span_is_left_alone(caplog):
+    fast, _ = _two_spans()
+    fast.end()
+    with caplog.at_level(logging.WARNING):
+        set_attributes(fast, {"late": 1})
+    assert "late" not in fast.attributes
+    assert "ended span" in caplog.text
+
+
+def test_a_span_that_is_not_the_sdks_gets_its_own_set_attributes():
+    set_attributes(INVALID_SPAN, {"a": 1})  # a non-recording span: nothing to store, no error
