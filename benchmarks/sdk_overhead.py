@@ -14,8 +14,12 @@ Floor and infersight share one TracerProvider with a BatchSpanProcessor (the SDK
 512-span batches) over an exporter that encodes each batch to OTLP protobuf and discards the
 bytes: the encoding is paid, the socket is not. The encoder is the one the instrumentation
 under test exports with: the SDK's own (`infersight._otlp`) for infersight and its floor, the
-OTel exporter's for each peer and its floor. Overhead = median(way) - median(bare); the
-figure that matters is infersight's overhead over the floor's.
+OTel exporter's for each peer and its floor. Overhead = the median over rounds of (way - bare
+in the same round); the figure that matters is infersight's overhead over the floor's.
+On this shared machine a streamed call's CPU time varies by more than that overhead from round
+to round, so the same three ways are also timed with the provider call stubbed (the wrapper
+`instrument()` installed, fed the real client's own result objects): infersight's own cost
+per call, to a microsecond.
 
 Spans dropped in a burst: a child process calls the real client as fast as it can with
 `instrument()` at default settings, exporting to a real `infersight collector`; dropped =
@@ -145,9 +149,10 @@ def provider_with_encoding_exporter(queue: int, encode: Callable | None = None):
 
 
 def cpu_per_call(ways: dict[str, tuple[Callable[[], None], Callable[[], None]]],
-                 flush: Callable[[], None], calls: int, rounds: int) -> dict[str, float]:
-    """Median CPU microseconds per call of each way; `ways[name] = (setup, call)`. Rounds
-    interleave the ways, in a rotating order, so drift on a shared machine hits them alike."""
+                 flush: Callable[[], None], calls: int, rounds: int) -> dict[str, list[float]]:
+    """CPU microseconds per call of each way in each round; `ways[name] = (setup, call)`.
+    Rounds interleave the ways, in a rotating order, so drift on a shared machine hits them
+    alike."""
     names = list(ways)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds + 1):  # round 0 warms up every way and is thrown away
@@ -161,7 +166,16 @@ def cpu_per_call(ways: dict[str, tuple[Callable[[], None], Callable[[], None]]],
             flush()
             if r:
                 samples[name].append((time.process_time_ns() - t0) / calls / 1000)
-    return {n: statistics.median(v) for n, v in samples.items()}
+    return samples
+
+
+def paired(samples: dict[str, list[float]], base: str = "bare") -> dict[str, float]:
+    """Each way as median(base) + the median over rounds of (way - base in the same round):
+    a round's ways run back to back, so the pairing cancels the drift between rounds, which
+    on a 2.5 ms streamed call is larger than the overhead measured."""
+    middle = statistics.median(samples[base])
+    return {name: middle + statistics.median(w - b for w, b in zip(values, samples[base]))
+            for name, values in samples.items()}
 
 
 def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
@@ -178,7 +192,8 @@ def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
                 call()
 
         ways = {"bare": (off, call), "floor": (off, floor), "instrumented": (on, call)}
-        out[case] = cpu_per_call(ways, lambda: provider.force_flush(30_000), calls, rounds)
+        out[case] = paired(cpu_per_call(ways, lambda: provider.force_flush(30_000), calls,
+                                        rounds))
         off()
     return out
 
@@ -230,9 +245,64 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
                        baseline="its own run's floor",
                        ratio=peer_over / peer_floor if peer_floor > 0 else float("nan"))
             series[name].append(peer_over)
+    _isolated(result, provider, calls * 20, rounds)
     result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
                    "ylabel": "CPU microseconds per call", "labels": list(ours),
                    "series": series}
+
+
+# ---- the instrumentation alone ---------------------------------------------------------------
+
+def _stubbed_calls(completions, cls) -> dict[str, Callable[[], None]]:
+    """Calls of the wrapper `instrument()` installed on `cls.create`, the provider call stubbed
+    by one returning the real client's own result objects (a ChatCompletion, the chunks of a
+    stream), captured once: the bare call costs under a microsecond, so what the machine's
+    noise hides behind a 2.5 ms streamed call shows here."""
+    sync = completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    chunks = list(completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                     stream_options={"include_usage": True}))
+
+    def provider(*_args, **kwargs):
+        return iter(chunks) if kwargs.get("stream") else sync
+
+    def installed():  # what `instrument()` put on the class, else the plain call
+        wrapper = getattr(cls.__dict__["create"], "_self_wrapper", None)
+        return wrapper or (lambda wrapped, _instance, args, kwargs: wrapped(*args, **kwargs))
+
+    def call() -> None:
+        installed()(provider, completions, (), {"model": "gpt-4o-mini", "messages": MESSAGES})
+
+    def stream() -> None:
+        for _ in installed()(provider, completions, (), {
+                "model": "gpt-4o-mini", "messages": MESSAGES, "stream": True,
+                "stream_options": {"include_usage": True}}):
+            pass
+
+    return {"openai sync, provider stubbed": call, "openai stream, provider stubbed": stream}
+
+
+def _isolated(result: report.Result, provider, calls: int, rounds: int) -> None:
+    """Infersight's own cost per call against the floor's, without the client's noise."""
+    import openai
+    from openai.resources.chat.completions import Completions
+
+    import infersight
+
+    client = openai.OpenAI(api_key="bench", base_url="http://mock.invalid/v1", max_retries=0,
+                           http_client=_responder("openai", "/chat/completions",
+                                                  {"model": "gpt-4o-mini", "messages": MESSAGES}))
+    cases = _stubbed_calls(client.chat.completions, Completions)
+    measured = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
+                       infersight.uninstrument, provider, calls, rounds)
+    for case, us in measured.items():
+        floor_over = us["floor"] - us["bare"]
+        ours_over = us["instrumented"] - us["bare"]
+        limit = TARGETS["stream" if "stream" in case else "sync"]
+        ratio = ours_over / floor_over if floor_over > 0 else float("nan")
+        result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
+        result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
+                   baseline="floor overhead", ratio=ratio, target=f"<= {limit}x",
+                   ok=ratio <= limit)
 
 
 # ---- peers, each in its own virtualenv ---------------------------------------------------------
