@@ -58,6 +58,13 @@ def _len_field(tag: int, payload: bytes) -> bytes:
 
 def _value(value: Any) -> bytes:
     """An AnyValue's contents (its oneof member); None is the empty AnyValue."""
+    kind = type(value)  # the exact types the SDK stores first: isinstance on an ABC is slow
+    if kind is tuple:
+        return _len_field(0x2A, b"".join([_len_field(0x0A, _value(v)) for v in value]))
+    if kind is int and -(1 << 63) <= value < 1 << 63:
+        return b"\x18" + _varint(value)
+    if kind is float:
+        return b"\x21" + _DOUBLE(value)
     if isinstance(value, str):
         raw = value.encode()
         return b"\x0a" + _varint(len(raw)) + raw
