@@ -225,12 +225,16 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
         kind = "stream" if case.endswith("stream") else "sync"
         floor_over = us["floor"] - us["bare"]
         ours_over = us["instrumented"] - us["bare"]
-        limit = TARGETS[kind] if case.startswith(("openai", "anthropic")) else None
+        # openai's verdict is given on its stubbed rows (`_isolated`), measured to a
+        # microsecond: end to end, the round-to-round noise is larger than the overhead.
+        limit = TARGETS[kind] if case.startswith("anthropic") else None
         ratio = ours_over / floor_over if floor_over > 0 else float("nan")
         result.add(f"{case}: bare call", us["bare"], "CPU-us/call")
         result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
-                   baseline="floor overhead", ratio=ratio,
+                   baseline="floor overhead" + ("" if limit or not case.startswith("openai")
+                                                else " (verdict: the stubbed rows)"),
+                   ratio=ratio,
                    target=f"<= {limit}x" if limit else "", ok=(ratio <= limit) if limit else None)
         series["bare OTel span (floor)"].append(floor_over)
         series["infersight"].append(ours_over)
