@@ -225,7 +225,6 @@ class StreamState:
         self.provider = provider
 
     def add(self, item: Any) -> None:
-        """Fold one chunk in (the proxies inline this: it runs per chunk)."""
         if self.first is None:
             self.first = now()
         try:
@@ -268,7 +267,7 @@ class Stream(wrapt.ObjectProxy):
     def __iter__(self):
         return self
 
-    def __next__(self):  # per chunk: `StreamState.add` inlined, one call into the accumulator
+    def __next__(self):  # per chunk: kept to one call into StreamState
         state = self._self_state
         step = self._self_next
         if step is None:  # an iterable such as botocore's EventStream
@@ -281,12 +280,7 @@ class Stream(wrapt.ObjectProxy):
         except Exception as exc:
             state.end(exc)
             raise
-        if state.first is None:
-            state.first = now()
-        try:
-            state.accumulator.add(item)
-        except Exception as exc:
-            _state.record_failure(f"{state.where} stream chunk", exc)
+        state.add(item)
         return item
 
     def __enter__(self):
