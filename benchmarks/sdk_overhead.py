@@ -86,20 +86,27 @@ def _responder(client_module: str, path: str, body: dict):
     return httpx_module.Client(transport=httpx_module.MockTransport(handle))
 
 
-def openai_calls() -> dict[str, Callable[[], None]]:
+OPENAI_CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
+OPENAI_STREAM = {**OPENAI_CHAT, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def openai_completions():
+    """`client.chat.completions` of an openai client answered from memory."""
     import openai
 
     client = openai.OpenAI(api_key="bench", base_url="http://mock.invalid/v1", max_retries=0,
-                           http_client=_responder("openai", "/chat/completions",
-                                                  {"model": "gpt-4o-mini", "messages": MESSAGES}))
-    completions = client.chat.completions  # `.create` is looked up per call: it gets patched
+                           http_client=_responder("openai", "/chat/completions", OPENAI_CHAT))
+    return client.chat.completions
+
+
+def openai_calls() -> dict[str, Callable[[], None]]:
+    completions = openai_completions()  # `.create` is looked up per call: it gets patched
 
     def sync() -> None:
-        completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        completions.create(**OPENAI_CHAT)
 
     def stream() -> None:
-        for _ in completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                    stream_options={"include_usage": True}):
+        for _ in completions.create(**OPENAI_STREAM):
             pass
 
     return {"openai sync": sync, "openai stream": stream}
@@ -198,6 +205,13 @@ def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
     return out
 
 
+def _overheads(us: dict[str, float]) -> tuple[float, float, float]:
+    """(floor overhead, instrumented overhead, their ratio) of one case from `measure`."""
+    floor_over = us["floor"] - us["bare"]
+    ours_over = us["instrumented"] - us["bare"]
+    return floor_over, ours_over, ours_over / floor_over if floor_over > 0 else float("nan")
+
+
 def _overhead(result: report.Result, calls: int, rounds: int) -> None:
     import infersight
     from infersight import config
@@ -223,12 +237,10 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
     series.update({name: [] for name in theirs})
     for case, us in ours.items():
         kind = "stream" if case.endswith("stream") else "sync"
-        floor_over = us["floor"] - us["bare"]
-        ours_over = us["instrumented"] - us["bare"]
+        floor_over, ours_over, ratio = _overheads(us)
         # openai's verdict is given on its stubbed rows (`_isolated`), measured to a
         # microsecond: end to end, the round-to-round noise is larger than the overhead.
         limit = TARGETS[kind] if case.startswith("anthropic") else None
-        ratio = ours_over / floor_over if floor_over > 0 else float("nan")
         result.add(f"{case}: bare call", us["bare"], "CPU-us/call")
         result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
@@ -243,11 +255,9 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
             if peer is None:
                 series[name].append(float("nan"))
                 continue
-            peer_floor = peer["floor"] - peer["bare"]
-            peer_over = peer["instrumented"] - peer["bare"]
+            _, peer_over, peer_ratio = _overheads(peer)
             result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
-                       baseline="its own run's floor",
-                       ratio=peer_over / peer_floor if peer_floor > 0 else float("nan"))
+                       baseline="its own run's floor", ratio=peer_ratio)
             series[name].append(peer_over)
     _isolated(result, provider, calls * 20, rounds)
     result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
@@ -262,9 +272,8 @@ def _stubbed_calls(completions, cls) -> dict[str, Callable[[], None]]:
     by one returning the real client's own result objects (a ChatCompletion, the chunks of a
     stream), captured once: the bare call costs under a microsecond, so what the machine's
     noise hides behind a 2.5 ms streamed call shows here."""
-    sync = completions.create(model="gpt-4o-mini", messages=MESSAGES)
-    chunks = list(completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
-                                     stream_options={"include_usage": True}))
+    sync = completions.create(**OPENAI_CHAT)
+    chunks = list(completions.create(**OPENAI_STREAM))
 
     def provider(*_args, **kwargs):
         return iter(chunks) if kwargs.get("stream") else sync
@@ -274,12 +283,10 @@ def _stubbed_calls(completions, cls) -> dict[str, Callable[[], None]]:
         return wrapper or (lambda wrapped, _instance, args, kwargs: wrapped(*args, **kwargs))
 
     def call() -> None:
-        installed()(provider, completions, (), {"model": "gpt-4o-mini", "messages": MESSAGES})
+        installed()(provider, completions, (), dict(OPENAI_CHAT))
 
     def stream() -> None:
-        for _ in installed()(provider, completions, (), {
-                "model": "gpt-4o-mini", "messages": MESSAGES, "stream": True,
-                "stream_options": {"include_usage": True}}):
+        for _ in installed()(provider, completions, (), dict(OPENAI_STREAM)):
             pass
 
     return {"openai sync, provider stubbed": call, "openai stream, provider stubbed": stream}
@@ -287,22 +294,16 @@ def _stubbed_calls(completions, cls) -> dict[str, Callable[[], None]]:
 
 def _isolated(result: report.Result, provider, calls: int, rounds: int) -> None:
     """Infersight's own cost per call against the floor's, without the client's noise."""
-    import openai
     from openai.resources.chat.completions import Completions
 
     import infersight
 
-    client = openai.OpenAI(api_key="bench", base_url="http://mock.invalid/v1", max_retries=0,
-                           http_client=_responder("openai", "/chat/completions",
-                                                  {"model": "gpt-4o-mini", "messages": MESSAGES}))
-    cases = _stubbed_calls(client.chat.completions, Completions)
+    cases = _stubbed_calls(openai_completions(), Completions)
     measured = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
                        infersight.uninstrument, provider, calls, rounds)
     for case, us in measured.items():
-        floor_over = us["floor"] - us["bare"]
-        ours_over = us["instrumented"] - us["bare"]
+        floor_over, ours_over, ratio = _overheads(us)
         limit = TARGETS["stream" if "stream" in case else "sync"]
-        ratio = ours_over / floor_over if floor_over > 0 else float("nan")
         result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
                    baseline="floor overhead", ratio=ratio, target=f"<= {limit}x",
