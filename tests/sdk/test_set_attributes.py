@@ -8,7 +8,7 @@ import logging
 
 import pytest
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.trace import INVALID_SPAN
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan
 
 from infersight.instrumentors import set_attributes
 
@@ -81,5 +81,19 @@ def test_an_ended_span_is_left_alone(caplog):
     assert "ended span" in caplog.text
 
 
+class ForeignSpan(NonRecordingSpan):
+    """A span of another tracer implementation: it keeps what set_attributes gives it."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_SPAN.get_span_context())
+        self.given: list[dict] = []
+
+    def set_attributes(self, attributes) -> None:
+        self.given.append(dict(attributes))
+
+
 def test_a_span_that_is_not_the_sdks_gets_its_own_set_attributes():
+    span = ForeignSpan()
+    set_attributes(span, {"a": 1, "reasons": ["stop"]})
+    assert span.given == [{"a": 1, "reasons": ["stop"]}]
     set_attributes(INVALID_SPAN, {"a": 1})  # a non-recording span: nothing to store, no error
