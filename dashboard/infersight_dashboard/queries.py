@@ -475,45 +475,75 @@ def search_traces(store: Store, start: datetime, end: datetime, filters: Filters
     calls. Columns: trace_id, time (first matching call), service, feature, model, calls,
     errors, cost_usd, tokens, duration_ms (the longest call).
 
-    Only traces with a matching call at or after `since` are aggregated (over the whole
-    window); `since` starts at the minute from which the rollup counts about 4 x `limit`
-    calls. Any trace left out has all its calls before `since`, so the answer is exact once
-    its last row's time is at or after `since`; otherwise it is asked again from `start`."""
+    Aggregating every trace of a week is a scan of it, so the search ranks candidates first:
+    `since` is the minute from which the rollup counts about 4 x `limit` calls; the traces with
+    a matching call at or after it are ranked by their first such call, and only the first
+    `limit` + a quarter are aggregated over the whole window, found by the TraceId bloom
+    filter. A trace left out ranks after the last candidate (its first call in the window is
+    no later than its first one after `since`), so the answer is exact when its last row ranks
+    no later than that candidate; otherwise it is asked again from `start`, where ranking
+    candidates is ranking the traces."""
+    where = f"""{_WHERE}
+          AND ({{status:String}} = '' OR StatusCode = {{status:String}})
+          AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}})"""
+    time = "toDateTime64(min(Timestamp), 3, 'UTC') AS time"
+    candidates_sql = f"""
+        SELECT TraceId AS trace_id, {time}
+        FROM {_table(store)}
+        WHERE {where} AND Timestamp >= {{since:DateTime64(3, 'UTC')}}
+        GROUP BY trace_id
+        ORDER BY time DESC, trace_id
+        LIMIT {{candidates:UInt32}}
+    """
     sql = f"""
-        SELECT TraceId AS trace_id, toDateTime64(min(Timestamp), 3, 'UTC') AS time,
+        SELECT TraceId AS trace_id, {time},
                any(ServiceName) AS service, any({_FEATURE}) AS feature, any({_MODEL}) AS model,
                count() AS calls, countIf({_ERROR}) AS errors, sum(CostUsd) AS cost_usd,
                sum({_TOKENS}) AS tokens, max(Duration) / 1e6 AS duration_ms
         FROM {_table(store)}
-        WHERE {_WHERE}
-          AND ({{status:String}} = '' OR StatusCode = {{status:String}})
-          AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}})
-          AND TraceId IN (
-              SELECT TraceId FROM {_table(store)}
-              WHERE {_WHERE} AND Timestamp >= {{since:DateTime64(3, 'UTC')}}
-                AND ({{status:String}} = '' OR StatusCode = {{status:String}})
-                AND ({{trace_id:String}} = '' OR TraceId = {{trace_id:String}}))
+        WHERE {where} AND TraceId IN {{ids:Array(String)}}
         GROUP BY trace_id
         ORDER BY time DESC, trace_id
         LIMIT {{limit:UInt32}}
     """
+    limit = int(limit)
     params = _params(start, end, filters, status=status, trace_id=trace_id.strip().lower(),
-                     limit=int(limit))
+                     limit=limit, candidates=limit + limit // 4 + 1)
     first = pd.Timestamp(_utc_text(start), tz="UTC")
-    since = _recent_start(store, start, end, filters, 4 * int(limit))
+    since = _recent_start(store, start, end, filters, 4 * limit, status)
     while True:
-        df = store.query(sql, {**params, "since": _utc_text(since)})
-        if since <= first or (len(df) >= limit and df["time"].iloc[-1] >= since):
+        found = store.query(candidates_sql, {**params, "since": _utc_text(since)})
+        df = store.query(sql, {**params, "ids": list(found["trace_id"])})
+        if since <= first or _exact(df, found, since, limit, params["candidates"]):
             return df
         since = first
 
 
+def _exact(df: pd.DataFrame, found: pd.DataFrame, since: pd.Timestamp, limit: int,
+           candidates: int) -> bool:
+    """Whether no trace left out of the candidates `found` (ranked by their first call from
+    `since` on) can rank among the `limit` rows `df` (time descending, then trace id)."""
+    if len(df) < limit:
+        return False
+    time = df["time"].iloc[-1]
+    if len(found) < candidates:  # the traces left out have no matching call from `since` on
+        return time >= since
+    # A trace left out ranks after the last candidate, and its first call in the window comes
+    # no later than that candidate's; a row at that candidate's time ranks before it, being a
+    # candidate whose first call is from `since` on (so ranked on the same time).
+    return time >= found["time"].iloc[-1]
+
+
 def _recent_start(store: Store, start: datetime, end: datetime, filters: Filters | None,
-                  calls: int) -> datetime:
+                  calls: int, status: str = "") -> datetime:
     """The latest whole minute from which the minute rollup counts at least `calls` calls in
-    the window and the filters (`start` if there are fewer)."""
+    the window, the filters and `status` (`start` if there are fewer). The rollup counts
+    errors but not Ok and Unset apart, so for either of those it counts the calls that are
+    not errors: more than match, which can only make the minute too late (searched again)."""
+    matching = ("multiIf({status:String} = '', toUInt64(Calls),"
+                " {status:String} = 'Error', toUInt64(Errors), toUInt64(Calls - Errors))")
     sql = f"""
-        SELECT toDateTime64(T, 3, 'UTC') AS t, sum(sum(Calls)) OVER (ORDER BY T DESC) AS n
+        SELECT toDateTime64(T, 3, 'UTC') AS t, sum(sum({matching})) OVER (ORDER BY T DESC) AS n
         FROM {_calls(store)}
         GROUP BY T
         ORDER BY T DESC
@@ -521,12 +551,11 @@ def _recent_start(store: Store, start: datetime, end: datetime, filters: Filters
     bucket = 60
     rows = store.query(f"SELECT t FROM ({sql}) WHERE n >= {{calls:UInt32}} LIMIT 1",
                        _params(start, end, filters, calls=int(calls), bucket=bucket,
-                               **_tier_params(start, end, bucket)))
+                               status=status, **_tier_params(start, end, bucket)))
     start_ts = pd.Timestamp(_utc_text(start), tz="UTC")
     if rows.empty:
         return start_ts
     return max(rows["t"].iloc[0], start_ts)
-
 
 
 def trace_spans(store: Store, start: datetime, end: datetime, trace_id: str) -> pd.DataFrame:

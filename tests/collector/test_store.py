@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from infersight import attributes as A
 from infersight_collector.store import insert_spans, migrate, retention_days, schema
 
@@ -107,6 +109,15 @@ def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch)
     assert store.query(f"SELECT count() AS n FROM {store.database}.otel_traces").n[0] == 5 + 2 + 2
     # the rollup is fed once per stored insert, not per attempt
     assert store.query(f"SELECT sum(Spans) AS n FROM {store.database}.otel_traces_1m").n[0] == 9
+
+
+@pytest.mark.parametrize("values", [
+    ["plain", "it's", "back\\slash", "tab\there", "new\nline", "`tick`", "[a,b]", ""], []])
+def test_string_and_list_parameters_reach_clickhouse_unchanged(store, values):
+    got = store.query("SELECT {one:String} AS one, {many:Array(String)} AS many",
+                      {"one": values[1] if values else "", "many": values})
+    assert got.one[0] == (values[1] if values else "")
+    assert list(got.many[0]) == values
 
 
 def test_retention_is_a_setting_that_follows_the_configured_days(store):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -663,6 +665,51 @@ def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_ca
     assert list(top["trace_id"]) == ["recent-11", "recent-10", "recent-09"]
     assert len(every) == 12 + 9 + 1 and every["trace_id"].iloc[-1] == "old-and-recent"
     assert every["calls"].iloc[-1] == 2
+
+
+def test_search_traces_ranks_like_aggregating_every_trace(store, add_calls):
+    """Traces whose first call is long before their latest (which the candidate ranking sees
+    first), traces with one call at any time, some sharing a first-call time (ties go by trace
+    id), features whose recent calls come from two traces only (which began long before, or
+    recently), non-AI spans and calls outside the window: every limit, status and feature gets the rows of ranking every trace
+    in the window."""
+    rng = random.Random(7)
+    start, end = _window()
+    calls = []  # (trace, time, status, feature) of the AI calls in the window
+
+    def trace(*seconds: float, feature: str = "search") -> None:
+        trace = f"{rng.getrandbits(128):032x}"
+        for at in (T0 + timedelta(milliseconds=round(1000 * s)) for s in seconds):
+            state = rng.choice(["Ok", "Ok", "Error"])
+            add_calls(at, trace_id=trace, status=state, feature=feature)
+            calls.append((trace, at, state, feature))
+        add_calls(T0 + seconds[0] * S - 30 * S, trace_id=trace, operation="")  # not AI
+        add_calls(end + 5 * S, trace_id=trace, feature=feature)  # after the window
+
+    for _ in range(16):  # long: first call early, latest in the last minute
+        trace(rng.uniform(0, 1800), *(rng.uniform(3540, 3599) for _ in range(rng.randrange(1, 3))))
+    for _ in range(16):
+        trace(rng.uniform(1800, 3599))
+    for _ in range(4):
+        trace(3500)
+    for feature, first in (("agent", (0, 100)), ("rag", (3540, 3550))):
+        for _ in range(2):  # all of the feature's recent calls, in two traces
+            trace(rng.uniform(*first), *(rng.uniform(3580, 3599) for _ in range(7)),
+                  feature=feature)
+        for _ in range(3):
+            trace(rng.uniform(2000, 3000), feature=feature)
+
+    cases = [*itertools.product(("", "Error", "Ok"), ("",), (1, 2, 3, 5, 8, 13, 30, 100)),
+             *itertools.product(("",), ("agent", "rag"), (1, 2, 3, 4, 5))]
+    for status, feature, limit in cases:
+        matching = [(t, at) for t, at, state, f in calls
+                    if status in ("", state) and feature in ("", f)]
+        first = {t: min(at for u, at in matching if u == t) for t, _ in matching}
+        ranked = sorted(first.items(), key=lambda tf: (-tf[1].timestamp(), tf[0]))[:limit]
+        got = queries.search_traces(store, start, end, queries.Filters(feature=feature),
+                                    status=status, limit=limit)
+        assert list(zip(got["trace_id"], got["time"].dt.to_pydatetime())) == ranked
+        assert list(got["calls"]) == [sum(1 for u, _ in matching if u == t) for t, _ in ranked]
 
 
 def test_cost_by_user_and_tenant_over_a_window_off_day_and_hour_edges(store,

@@ -32,7 +32,18 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "'": "\\'", "`": "\\`", "\t": "\\t", "\n
 def _escaped(parameters: dict[str, Any] | None) -> dict[str, Any] | None:
     if not parameters:
         return None
-    return {k: v.translate(_ESCAPES) if isinstance(v, str) else v for k, v in parameters.items()}
+    return {k: _text(v) for k, v in parameters.items()}
+
+
+def _text(value: Any) -> Any:
+    """A value as ClickHouse reads a parameter: a string escaped, a list or tuple of strings as
+    an array literal of quoted strings (as clickhouse-connect sends them to a server)."""
+    if isinstance(value, str):
+        return value.translate(_ESCAPES)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(f"'{_text(v)}'" if isinstance(v, str) else str(_text(v))
+                              for v in value) + "]"
+    return value
 
 
 class ChdbStore:
