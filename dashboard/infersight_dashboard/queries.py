@@ -10,13 +10,13 @@ AI spans only (`Operation != ''`), so the plain HTTP or database spans of a serv
 up as calls. The same SQL runs on chDB and a ClickHouse server.
 
 Aggregates (totals, cost per feature / model / version, version series and summaries, filter
-options) read the per-hour and per-minute rollups of schema migration 6 plus the raw spans at
-the window's ragged edges (see "the rollups" below): sums, counts and first/last times are
-exact; latency quantiles merge t-digest states and are approximate (exact on a few distinct
-values, as the known-answer tests use). Confidence histograms read the hourly rollup's
-histogram column, and per-user / per-tenant cost the per-user hourly rollup (migration 7), each
-with the raw spans outside the window's whole hours; expensive calls, trace search and the
-waterfall read the spans.
+options) read the per-day, per-hour and per-minute rollups of schema migrations 6 and 8 plus
+the raw spans at the window's ragged edges (see "the rollups" below): sums, counts and
+first/last times are exact; latency quantiles merge t-digest states and are approximate (exact
+on a few distinct values, as the known-answer tests use). Confidence histograms read the daily
+and hourly rollups' histogram column, and per-user / per-tenant cost the per-user daily and
+hourly rollups (migrations 7 and 8), each with the raw spans outside the window's whole hours;
+expensive calls, trace search and the waterfall read the spans.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pandas as pd
 from infersight import attributes as A
 from infersight_collector.store import Store
 from infersight_collector.store.schema import (
-    ALERTS_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES, CONFIDENCE_HIST,
-    FEEDBACK_TABLE, SPANS_TABLE, USERS_1H_TABLE,
+    ALERTS_TABLE, CALLS_1D_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES,
+    CONFIDENCE_HIST, FEEDBACK_TABLE, SPANS_TABLE, USERS_1D_TABLE, USERS_1H_TABLE,
 )
 from infersight_dashboard.auth import current_project
 from infersight_dashboard.filters import Filters
@@ -97,12 +97,12 @@ _FEEDBACK_COLUMNS = (
 )
 
 
-# ---- the rollups (schema migration 6) ------------------------------------------------------
-# Aggregates read `ai_calls_1h` for the whole hours of the window, `ai_calls_1m` for the whole
-# minutes left at either end, and otel_traces only for the seconds before the first whole
-# minute and after the last: the same rows, so sums, counts, first/last call times and mean
-# times are exact. A chart whose bucket is not a whole number of minutes (hours) leaves the
-# minute (hour) table out. Latency quantiles merge t-digest states and are approximate: their
+# ---- the rollups (schema migrations 6 and 8) -----------------------------------------------
+# Aggregates read `ai_calls_1d` for the whole UTC days of the window, `ai_calls_1h` for the
+# whole hours left at either end, `ai_calls_1m` for the whole minutes left, and otel_traces
+# only for the seconds before the first whole minute and after the last: the same rows, so
+# sums, counts, first/last call times and mean times are exact. A chart whose bucket is not a
+# whole number of minutes (hours, days) leaves the minute (hour, day) table out. Latency quantiles merge t-digest states and are approximate: their
 # error is in rank, and on a few distinct values they come out exact; they are rounded to the
 # microsecond (a t-digest keeps Float32 values).
 _ROLLUP_DIMENSIONS = {**_DIMENSIONS, "model": "Family", "version": "Version"}
@@ -128,10 +128,13 @@ def _calls(store: Store) -> str:
     with the rollups' value columns (see above; `_tier_params` sets the ranges)."""
     db = store.database
     return f"""(
+        SELECT toDateTime(Day, 'UTC') AS T, {_CALL_COLUMNS}
+        FROM {db}.{CALLS_1D_TABLE}
+        WHERE {_DAYS} {_ROLLUP_FILTERS}
+        UNION ALL
         SELECT toDateTime(Hour, 'UTC') AS T, {_CALL_COLUMNS}
         FROM {db}.{CALLS_1H_TABLE}
-        WHERE Hour >= {{h_start:DateTime64(3, 'UTC')}} AND Hour < {{h_end:DateTime64(3, 'UTC')}}
-              {_ROLLUP_FILTERS}
+        WHERE {_HOURS_OUTSIDE_DAYS} {_ROLLUP_FILTERS}
         UNION ALL
         SELECT toDateTime(Minute, 'UTC') AS T, {_CALL_COLUMNS}
         FROM {db}.{CALLS_1M_TABLE}
@@ -150,9 +153,12 @@ def _calls(store: Store) -> str:
     )"""
 
 
-# The whole hours of the window ([h_start, h_end) of `_tier_params`) read from an hourly
-# rollup, and the spans outside them.
-_HOURS = "Hour >= {h_start:DateTime64(3, 'UTC')} AND Hour < {h_end:DateTime64(3, 'UTC')}"
+# The whole days of the window ([d_start, d_end) of `_tier_params`) read from a daily rollup,
+# the whole hours outside them ([h_start, h_end)) from an hourly one, and the spans outside them.
+_DAYS = "Day >= {d_start:DateTime64(3, 'UTC')} AND Day < {d_end:DateTime64(3, 'UTC')}"
+_HOURS_OUTSIDE_DAYS = (
+    "Hour >= {h_start:DateTime64(3, 'UTC')} AND Hour < {h_end:DateTime64(3, 'UTC')}"
+    " AND (Hour < {d_start:DateTime64(3, 'UTC')} OR Hour >= {d_end:DateTime64(3, 'UTC')})")
 _OUTSIDE_HOURS = ("(Timestamp < {h_start:DateTime64(3, 'UTC')}"
                   " OR Timestamp >= {h_end:DateTime64(3, 'UTC')})")
 
@@ -180,9 +186,9 @@ def _ceil(t: datetime, step: int) -> datetime:
 
 
 def _tier_params(start: datetime, end: datetime, bucket: int | None = None) -> dict:
-    """Where `_calls` reads each tier: hours [h_start, h_end), minutes [m_start, m_end) outside
-    them, raw spans outside the minutes; a bucket the minutes (hours) cannot build leaves that
-    tier empty."""
+    """Where `_calls` reads each tier: days [d_start, d_end), hours [h_start, h_end) outside
+    them, minutes [m_start, m_end) outside the hours, raw spans outside the minutes; a bucket
+    the minutes (hours, days) cannot build leaves that tier empty."""
     start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
     end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     m_start, m_end = _ceil(start, 60), _floor(end, 60)
@@ -191,9 +197,13 @@ def _tier_params(start: datetime, end: datetime, bucket: int | None = None) -> d
     h_start, h_end = _ceil(m_start, 3600), _floor(m_end, 3600)
     if (bucket and bucket % 3600) or h_start >= h_end:
         h_start = h_end = m_end
+    d_start, d_end = _ceil(h_start, 86400), _floor(h_end, 86400)
+    if (bucket and bucket % 86400) or d_start >= d_end:
+        d_start = d_end = h_end
     grain = math.gcd(int(bucket), 60) if bucket else 60
     return {"m_start": _utc_text(m_start), "m_end": _utc_text(m_end),
-            "h_start": _utc_text(h_start), "h_end": _utc_text(h_end), "raw_grain": grain}
+            "h_start": _utc_text(h_start), "h_end": _utc_text(h_end),
+            "d_start": _utc_text(d_start), "d_end": _utc_text(d_end), "raw_grain": grain}
 
 
 def choose_bucket_seconds(start: datetime, end: datetime) -> int:
@@ -325,8 +335,13 @@ def cost_per_user_and_tenant(store: Store, start: datetime, end: datetime,
                {_unit_costs("i", "o", "c")}
         FROM (
             SELECT UserId, TenantId, sum(Calls) AS n, {sums}
+            FROM {store.database}.{USERS_1D_TABLE}
+            WHERE {_DAYS} AND {_USERS_ROLLUP} AND {_PROJECT}
+            GROUP BY UserId, TenantId
+            UNION ALL
+            SELECT UserId, TenantId, sum(Calls) AS n, {sums}
             FROM {store.database}.{USERS_1H_TABLE}
-            WHERE {_HOURS} AND {_USERS_ROLLUP} AND {_PROJECT}
+            WHERE {_HOURS_OUTSIDE_DAYS} AND {_USERS_ROLLUP} AND {_PROJECT}
             GROUP BY UserId, TenantId
             UNION ALL
             SELECT UserId, TenantId, count() AS n, {sums}
@@ -451,8 +466,13 @@ def confidence_histogram(store: Store, start: datetime, end: datetime,
         SELECT model, version, k / 1000 AS confidence, sum(n) AS calls
         FROM (
             SELECT Family AS model, Version AS version, sumMap(ConfidenceHist) AS h
+            FROM {store.database}.{CALLS_1D_TABLE}
+            WHERE {_DAYS} {_ROLLUP_FILTERS}
+            GROUP BY model, version
+            UNION ALL
+            SELECT Family AS model, Version AS version, sumMap(ConfidenceHist) AS h
             FROM {store.database}.{CALLS_1H_TABLE}
-            WHERE {_HOURS} {_ROLLUP_FILTERS}
+            WHERE {_HOURS_OUTSIDE_DAYS} {_ROLLUP_FILTERS}
             GROUP BY model, version
             UNION ALL
             SELECT {_FAMILY} AS model, {_VERSION} AS version, {CONFIDENCE_HIST[2]} AS h

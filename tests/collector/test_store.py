@@ -63,9 +63,11 @@ def test_a_database_made_by_migration_1_upgrades_and_keeps_its_rows(store, span_
         store.command(f"DROP DATABASE {old.database}")
 
 
-def test_migration_7_fills_the_histogram_and_user_rollups_from_stored_spans(store, span_batch):
+def test_migrations_7_and_8_fill_the_histogram_user_and_daily_rollups_from_stored_spans(
+        store, span_batch):
     """Spans stored under migration 6 count in the hourly confidence histogram and per-user
-    rollup after migration 7, and the backfill changes no other sum of the hourly rollup."""
+    rollup after migration 7, the backfill changes no other sum of the hourly rollup, and the
+    daily rollups of migration 8 hold the same sums, before and after a new insert."""
     old = _OtherDatabase(store, "infersight_upgrade7")
     store.command(f"DROP DATABASE IF EXISTS {old.database}")
     target = schema.Target(old.database)
@@ -81,7 +83,7 @@ def test_migration_7_fills_the_histogram_and_user_rollups_from_stored_spans(stor
     store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}", span_batch(4, attributes=call))
     db = old.database
     try:
-        assert migrate(old) == [7]
+        assert migrate(old) == [7, 8]
         hourly = store.query(
             f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
             f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1H_TABLE}")
@@ -89,6 +91,7 @@ def test_migration_7_fills_the_histogram_and_user_rollups_from_stored_spans(stor
         users = store.query(f"SELECT UserId, TenantId, sum(Calls) AS calls, sum(CostUsd) AS cost"
                             f" FROM {db}.{schema.USERS_1H_TABLE} GROUP BY UserId, TenantId")
         assert users.values.tolist() == [["u1", "acme", 9, 4.5]]
+        assert _daily_sums(store, db) == ([9, 4.5, 5, "{250:3,750:2}"], [["u1", "acme", 9, 4.5]])
         # New spans reach both through the re-created views.
         store.insert_arrow(f"{db}.{schema.SPANS_TABLE}",
                            span_batch(1, attributes={**call, A.CONFIDENCE: "0.25"}))
@@ -96,8 +99,18 @@ def test_migration_7_fills_the_histogram_and_user_rollups_from_stored_spans(stor
                             f" FROM {db}.{schema.CALLS_1H_TABLE}")
         assert after.iloc[0].tolist() == ["{250:4,750:2}", 10]
         assert store.query(f"SELECT sum(Calls) AS n FROM {db}.{schema.USERS_1H_TABLE}").n[0] == 10
+        assert _daily_sums(store, db) == ([10, 5.0, 6, "{250:4,750:2}"], [["u1", "acme", 10, 5.0]])
     finally:
         store.command(f"DROP DATABASE {db}")
+
+
+def _daily_sums(store, db: str) -> tuple[list, list]:
+    calls = store.query(
+        f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
+        f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1D_TABLE}")
+    users = store.query(f"SELECT UserId, TenantId, sum(Calls) AS calls, sum(CostUsd) AS cost"
+                        f" FROM {db}.{schema.USERS_1D_TABLE} GROUP BY UserId, TenantId")
+    return calls.iloc[0].tolist(), users.values.tolist()
 
 
 def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch):

@@ -650,6 +650,48 @@ def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     assert list(queries.version_summary(store, start, end)["p99_ms"]) == [300.0]
 
 
+def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
+    """A window from before a UTC midnight to past the next day: its whole day comes from the
+    daily rollup, the whole hours after it from the hourly one, the whole minutes and seconds
+    at its ends from the per-minute one and the spans; each call counts once, in the right
+    bucket of a daily, two-hourly or hourly chart, and quantiles and confidences merge across
+    the tiers."""
+    day = T0.replace(hour=0) - timedelta(days=1)
+    start, end = day - 90 * S, day + timedelta(days=1, hours=2) + 90 * S
+    add_calls(start - timedelta(milliseconds=1), cost=100.0)  # before the window
+    add_calls(start, cost=1.0, confidence=0.5)  # raw edge
+    add_calls(day - 30 * S, cost=2.0)  # minute tier
+    add_calls(day + timedelta(hours=5), n=3, cost=4.0, duration_ms=300,
+              confidence=0.25)  # day tier
+    add_calls(day + timedelta(days=1, minutes=30), cost=8.0, status="Error",
+              confidence=0.25)  # hour tier
+    add_calls(day + timedelta(days=1, hours=2, seconds=30), cost=16.0)  # minute tier
+    add_calls(end - timedelta(milliseconds=1), cost=32.0)  # raw edge
+    add_calls(end, cost=100.0)  # after the window
+
+    got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd",
+                "p95_latency_ms")
+    seen = _rows(queries.version_first_seen(store, start, end), "first_seen", "last_seen",
+                 "calls")
+    daily = queries.totals_over_time(store, start, end, 86400)
+    two_hourly = queries.totals_over_time(store, start, end, 7200)
+    hourly = queries.cost_per_feature_over_time(store, start, end, 3600)
+    hist = queries.confidence_histogram(store, start, end)
+
+    assert got == [(8, 1, 71.0, 300.0)]
+    assert seen == [(start, end - timedelta(milliseconds=1), 8)]
+    assert _rows(daily, "bucket", "calls", "cost_usd") == [
+        (day - timedelta(days=1), 2, 3.0), (day, 3, 12.0), (day + timedelta(days=1), 3, 56.0)]
+    assert _rows(two_hourly, "bucket", "calls", "cost_usd") == [
+        (day - timedelta(hours=2), 2, 3.0), (day + timedelta(hours=4), 3, 12.0),
+        (day + timedelta(days=1), 1, 8.0), (day + timedelta(days=1, hours=2), 2, 48.0)]
+    assert _rows(hourly, "bucket", "calls", "cost_usd") == [
+        (day - timedelta(hours=1), 2, 3.0), (day + timedelta(hours=5), 3, 12.0),
+        (day + timedelta(days=1), 1, 8.0), (day + timedelta(days=1, hours=2), 2, 48.0)]
+    assert _rows(hist, "confidence", "calls") == [(0.25, 4), (0.5, 1)]
+    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [300.0]
+
+
 def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_calls):
     """The search first aggregates only traces with a recent call; a trace whose first call
     is older than that still sorts by its first call, not its recent one."""

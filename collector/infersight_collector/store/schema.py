@@ -32,12 +32,15 @@ CALLS_1H_TABLE = "ai_calls_1h"
 # per-tenant charts read it when no service, feature, model or version filter narrows the
 # calls. A user is expected to belong to one tenant; one who calls for many only adds rows.
 USERS_1H_TABLE = "ai_users_1h"
+# The same per day (migration 8): a week's aggregates merge 7 days' states, not 168 hours'.
+CALLS_1D_TABLE = "ai_calls_1d"
+USERS_1D_TABLE = "ai_users_1d"
 FEEDBACK_TABLE = "feedback"
 ALERTS_TABLE = "alerts"
 MIGRATIONS_TABLE = "schema_migrations"
 # Tables with rows (not views); tests empty these between cases.
 DATA_TABLES = (SPANS_TABLE, ROLLUP_TABLE, FEEDBACK_TABLE, ALERTS_TABLE, CALLS_1M_TABLE,
-               CALLS_1H_TABLE, USERS_1H_TABLE)
+               CALLS_1H_TABLE, USERS_1H_TABLE, CALLS_1D_TABLE, USERS_1D_TABLE)
 
 # Inserts recently seen per table, by deduplication token: a retried or replayed insert within
 # this many blocks is dropped by ClickHouse. Replicated tables keep their own window
@@ -412,6 +415,18 @@ def _hourly_confidence_and_users(t: Target) -> list[str]:
     return statements
 
 
+def _daily_rollups(t: Target) -> list[str]:
+    """`ai_calls_1d` (with the confidence histogram) and `ai_users_1d`: the hourly rollups per
+    UTC day, fed and filled the same way. Merging a week's t-digest states was most of the
+    time of a week-long summary (2,689 hourly states at 10M spans, about 37 ms); the users'
+    hourly rollup had 843k rows a week, its daily one 40k."""
+    day = "toStartOfDay(Timestamp, 'UTC')"
+    return (_calls_rollup(t, CALLS_1D_TABLE, "Day", day, CALLS_KEY,
+                          CALLS_VALUES + (CONFIDENCE_HIST,))
+            + _calls_rollup(t, USERS_1D_TABLE, "Day", day, USERS_KEY, USERS_VALUES,
+                            string_keys=("UserId",)))
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -428,6 +443,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "dashboard rollups of AI calls per minute and per hour", _calls_rollups),
     Migration(7, "hourly confidence histogram, hourly cost per user and tenant, cost index",
               _hourly_confidence_and_users),
+    Migration(8, "daily rollups of AI calls (with confidence histogram) and of cost per user",
+              _daily_rollups),
 )
 
 # Tables with a retention TTL, and the column it is counted from.
@@ -439,6 +456,8 @@ TTL_COLUMNS: dict[str, str] = {
     CALLS_1M_TABLE: "Minute",
     CALLS_1H_TABLE: "Hour",
     USERS_1H_TABLE: "Hour",
+    CALLS_1D_TABLE: "Day",
+    USERS_1D_TABLE: "Day",
 }
 
 # Columns our collector writes; everything else in otel_traces is a DEFAULT.
