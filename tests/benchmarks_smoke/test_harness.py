@@ -66,3 +66,34 @@ def test_table_shows_targets_and_skips():
     text = report.table([result])
     assert "12,346 spans/s" in text and "MISSED" in text and "n/a" in text
     assert "skipped (demo): peer: not installed" in text
+
+
+def test_stubbed_sdk_rows_run_the_installed_wrapper(spans):
+    """The "provider stubbed" rows of the SDK benchmark call what `instrument()` put on each
+    client class, fed the client's own results: each call leaves a span with its tokens."""
+    from anthropic.resources.messages import Messages
+    from openai.resources.chat.completions import Completions
+
+    from benchmarks import sdk_overhead as bench
+
+    calls = {**bench._stubbed_calls("openai", bench.openai_completions(), Completions,
+                                    bench.OPENAI_CHAT, bench.OPENAI_STREAM),
+             **bench._stubbed_calls("anthropic", bench.anthropic_messages(), Messages,
+                                    bench.ANTHROPIC_MESSAGE, bench.ANTHROPIC_STREAM)}
+    spans.clear()  # the spans of capturing each client's results
+    for call in calls.values():
+        call()
+
+    ended = spans.get_finished_spans()
+    assert [s.attributes["gen_ai.provider.name"] for s in ended] == [
+        "openai", "openai", "anthropic", "anthropic"]
+    assert all(s.attributes["gen_ai.usage.output_tokens"] > 0 for s in ended)
+
+
+def test_an_sdk_overhead_verdict_needs_a_measured_ratio_within_the_target():
+    from benchmarks.sdk_overhead import verdict
+
+    assert verdict(1.2, 1.25) and verdict(0.0, 1.25)
+    assert not verdict(1.3, 1.25)
+    assert not verdict(-0.4, 1.25)  # a negative overhead is noise, not a pass
+    assert not verdict(float("nan"), 1.25)
