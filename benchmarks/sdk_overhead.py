@@ -20,6 +20,9 @@ On this shared machine a streamed call's CPU time varies by more than that overh
 to round, so the same three ways are also timed with the provider call stubbed (the wrapper
 `instrument()` installed, fed the real client's own result objects): infersight's own cost
 per call, to a microsecond.
+Peers are timed the same ways in their own virtualenvs, one child process per round (bare and
+floor first, then instrumented), because an instrumentor's `uninstrument()` may leave work
+behind that would otherwise be counted in their bare calls.
 
 Spans dropped in a burst: a child process calls the real client as fast as it can with
 `instrument()` at default settings, exporting to a real `infersight collector`; dropped =
@@ -30,6 +33,7 @@ and with the collector unreachable (the queue stays bounded).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -256,7 +260,7 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
             result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
                        baseline="its own run's floor", ratio=peer_ratio)
             series[name].append(peer_over)
-    _isolated(result, provider, calls * 20, rounds)
+    _isolated(result, provider, calls * 20, rounds, theirs)
     result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
                    "ylabel": "CPU microseconds per call", "labels": list(ours),
                    "series": series}
@@ -296,8 +300,10 @@ def verdict(ratio: float, limit: float) -> bool:
     return 0 <= ratio <= limit
 
 
-def _isolated(result: report.Result, provider, calls: int, rounds: int) -> None:
-    """Infersight's own cost per call against the floor's, without the client's noise."""
+def _isolated(result: report.Result, provider, calls: int, rounds: int,
+              theirs: dict[str, dict]) -> None:
+    """Infersight's own cost per call against the floor's, without the client's noise, and
+    the peers' where their child measured it (`_peer_child`)."""
     from anthropic.resources.messages import Messages
     from openai.resources.chat.completions import Completions
 
@@ -316,11 +322,17 @@ def _isolated(result: report.Result, provider, calls: int, rounds: int) -> None:
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
                    baseline="floor overhead", ratio=ratio, target=f"<= {limit}x",
                    ok=verdict(ratio, limit))
+        for name, measured in theirs.items():
+            if case in measured:
+                _, peer_over, peer_ratio = _overheads(measured[case])
+                result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
+                           baseline="its own run's floor", ratio=peer_ratio)
 
 
 # ---- peers, each in its own virtualenv ---------------------------------------------------------
 
-# name: (pip requirements, module with an OTel BaseInstrumentor named OpenAIInstrumentor)
+# name: (pip requirements, module with an OTel BaseInstrumentor named OpenAIInstrumentor, or
+# "openlit": `openlit.init()`)
 PEERS = {
     # openai-v2 2.4b0 imports `opentelemetry.util.genai.instruments`, gone in util-genai 1.2b0,
     # and imports httpx, which openai 3 no longer pulls in.
@@ -328,6 +340,7 @@ PEERS = {
                                "opentelemetry-util-genai==1.1b0 httpx",
                                "opentelemetry.instrumentation.openai_v2"),
     "OpenLLMetry": ("opentelemetry-instrumentation-openai", "opentelemetry.instrumentation.openai"),
+    "OpenLIT": ("openlit", "openlit"),
 }
 VENVS = report.ROOT / ".bench-venvs"
 
@@ -354,52 +367,140 @@ def _peer_python(requirement: str) -> str:
 
 
 def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[str, dict]:
+    """Each peer's overheads, as `measure` gives ours, from one child process per round: an
+    instrumentor's `uninstrument()` may leave work behind (OpenLLMetry's leaves its wrapper on
+    `Completions.create`, which then costs a "bare" call about as much as an instrumented
+    one), so each child times the bare and floor calls before anything is instrumented, then
+    the instrumented ones."""
     measured = {}
     for name, (requirement, module) in PEERS.items():
         try:
             python = _peer_python(requirement)
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                env = {**os.environ, "PYTHONPATH": str(report.ROOT / "collector")}
-                proc = subprocess.run(
-                    [python, "-m", "benchmarks.sdk_overhead", "--peer", module, "--calls",
-                     str(calls), "--rounds", str(rounds), "--queue", str(queue), "--out",
-                     out.name], cwd=report.ROOT, env=env, capture_output=True, text=True,
-                    timeout=3600)
-                if proc.returncode != 0:
-                    raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
-                measured[name] = json.loads(open(out.name).read())
+            check = _peer_run(python, module, calls, queue, check=True)
+            if check["spans"] < 2:  # e.g. a peer that does not support this openai
+                raise RuntimeError(f"{module} recorded {check['spans']} spans for 2 calls on "
+                                   f"openai {check['openai']}")
+            if check["error"]:  # its spans would time a failure path
+                raise RuntimeError(f"{module} logged an error on each call: {check['error']}")
+            if check["stubbed spans"] < 2:
+                result.notes.append(f"{name}: no provider-stubbed rows; its wrapper on "
+                                    "Completions.create is not one the benchmark can call")
+            samples = [_peer_run(python, module, calls, queue, stubbed=check["stubbed spans"] >= 2)
+                       for _ in range(rounds)]
+            measured[name] = {case: paired({way: [s[case][way] for s in samples]
+                                            for way in samples[0][case]})
+                              for case in samples[0]}
         except Exception as exc:  # optional: say which peer was skipped and why
             result.skipped.append(f"{name} ({requirement}): {exc}")
-    result.skipped.append("OpenLIT: not measured; `openlit.init()` cannot be undone, so its "
-                          "rounds could not be interleaved with the bare ones")
     return measured
 
 
-def _peer_child(module: str, calls: int, rounds: int, queue: int) -> dict:
-    """Runs in the peer's virtualenv: the same measurement with its instrumentor."""
+def _peer_run(python: str, module: str, calls: int, queue: int, check: bool = False,
+              stubbed: bool = False) -> dict:
+    """One child in the peer's virtualenv (`_peer_child`, or `_peer_check` with `check`)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "PYTHONPATH": str(report.ROOT / "collector")}
+        proc = subprocess.run(
+            [python, "-m", "benchmarks.sdk_overhead", "--peer", module, "--calls", str(calls),
+             "--queue", str(queue), "--out", out.name]
+            + (["--check"] if check else []) + (["--stubbed"] if stubbed else []),
+            cwd=report.ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError((proc.stderr.strip().splitlines() or ["failed"])[-1])
+        return json.loads(open(out.name).read())
+
+
+def _peer_instrumentor(module: str):
     import importlib
     import logging
+
+    logging.getLogger("opentelemetry.instrumentation.instrumentor").setLevel(logging.ERROR)
+    return _OpenLIT() if module == "openlit" else importlib.import_module(module).OpenAIInstrumentor()
+
+
+class _OpenLIT:
+    """`openlit.init()` as an instrumentor: its spans go to the given provider; its metrics
+    are off (the floor and the others record no metrics); its price list is a local file
+    holding the benchmark's model (by default it downloads one). It cannot be undone."""
+
+    def instrument(self, tracer_provider) -> None:
+        import openlit
+
+        prices = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump({"chat": {OPENAI_CHAT["model"]: {"promptPrice": 0.00015,
+                                                   "completionPrice": 0.0006}}}, prices)
+        prices.close()
+        openlit.init(tracer=tracer_provider.get_tracer("openlit"), disable_metrics=True,
+                     pricing_json=prices.name)
+
+
+def _peer_stubbed_calls() -> dict[str, Callable[[], None]]:
+    from openai.resources.chat.completions import Completions
+
+    return _stubbed_calls("openai", openai_completions(), Completions, OPENAI_CHAT,
+                          OPENAI_STREAM)
+
+
+def _peer_check(module: str) -> dict:
+    """Spans the peer records for the two end-to-end calls and the two stubbed ones (which
+    only reach it if its wrapper is a wrapt one on `Completions.create`, as OTel
+    instrumentors install), and the first error it logged meanwhile (OpenLIT's spans fail
+    here: it counts tokens with tiktoken, which downloads its encodings on first use)."""
+    import logging
+    from importlib import metadata
 
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    logging.getLogger("opentelemetry.instrumentation.instrumentor").setLevel(logging.ERROR)
-    instrumentor = importlib.import_module(module).OpenAIInstrumentor()
-    check, seen = TracerProvider(), InMemorySpanExporter()
-    check.add_span_processor(SimpleSpanProcessor(seen))
-    instrumentor.instrument(tracer_provider=check)
-    for call in openai_calls().values():
-        call()
-    instrumentor.uninstrument()
-    if len(seen.get_finished_spans()) < 2:  # e.g. a peer that does not support this openai
-        from importlib import metadata
+    instrumentor = _peer_instrumentor(module)
+    provider, seen = TracerProvider(), InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(seen))
+    calls, stubbed = openai_calls(), _peer_stubbed_calls()
+    instrumentor.instrument(tracer_provider=provider)
+    errors: list[str] = []
+    catch = logging.Handler(logging.ERROR)
+    catch.emit = lambda record: errors.append(record.getMessage())
+    logging.getLogger().addHandler(catch)
+    counts = {}
+    for label, cases in (("spans", calls), ("stubbed spans", stubbed)):
+        seen.clear()
+        for call in cases.values():
+            call()
+        counts[label] = len(seen.get_finished_spans())
+    return {**counts, "openai": metadata.version("openai"), "error": (errors or [""])[0][:200]}
 
-        raise RuntimeError(f"{module} recorded {len(seen.get_finished_spans())} spans for 2 "
-                           f"calls on openai {metadata.version('openai')}")
+
+def _peer_child(module: str, calls: int, queue: int, stubbed: bool) -> dict:
+    """One round in the peer's virtualenv: {case: {way: CPU-us per call}}, the bare and floor
+    ways timed before the peer instruments anything, then the instrumented one."""
+    from opentelemetry.trace import SpanKind
+
+    instrumentor = _peer_instrumentor(module)
     provider = provider_with_encoding_exporter(queue)
-    return measure(openai_calls(), lambda: instrumentor.instrument(tracer_provider=provider),
-                   instrumentor.uninstrument, provider, calls, rounds)
+    tracer = provider.get_tracer("bench-floor")
+    flush = functools.partial(provider.force_flush, 30_000)
+    cases = [(openai_calls(), calls)] + ([(_peer_stubbed_calls(), calls)] if stubbed else [])
+    out: dict[str, dict[str, float]] = {}
+    for group, n in cases:
+        for case, call in group.items():
+            def floor(call=call, name=case) -> None:
+                with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
+                    call()
+
+            timed = cpu_per_call({"bare": (_nothing, call), "floor": (_nothing, floor)},
+                                 flush, n, 1)
+            out[case] = {way: values[0] for way, values in timed.items()}
+    instrumentor.instrument(tracer_provider=provider)
+    for group, n in cases:
+        for case, call in group.items():
+            out[case]["instrumented"] = cpu_per_call({"instrumented": (_nothing, call)},
+                                                     flush, n, 1)["instrumented"][0]
+    return out
+
+
+def _nothing() -> None:
+    pass
 
 
 def sklearn_calls() -> dict[str, Callable[[], None]]:
@@ -520,14 +621,18 @@ if __name__ == "__main__":
         p = argparse.ArgumentParser()
         p.add_argument("--child", choices=("burst", "memory", "unreachable"))
         p.add_argument("--peer", help="module of a peer's OpenAIInstrumentor")
+        p.add_argument("--check", action="store_true", help="with --peer: count its spans")
+        p.add_argument("--stubbed", action="store_true", help="with --peer: time stubbed calls")
         p.add_argument("--calls", type=int)
-        p.add_argument("--rounds", type=int)
         p.add_argument("--queue", type=int)
         p.add_argument("--endpoint", default="")
         p.add_argument("--out")
         a = p.parse_args()
-        measured = (_peer_child(a.peer, a.calls, a.rounds, a.queue) if a.peer
-                    else _child(a.child, a.calls, a.endpoint))
+        if a.peer:
+            measured = (_peer_check(a.peer) if a.check
+                        else _peer_child(a.peer, a.calls, a.queue, a.stubbed))
+        else:
+            measured = _child(a.child, a.calls, a.endpoint)
         with open(a.out, "w") as f:
             json.dump(measured, f)
         os._exit(0)  # do not wait on exports to an unreachable collector at exit

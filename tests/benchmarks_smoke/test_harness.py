@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from benchmarks import queries as query_bench
@@ -97,3 +98,26 @@ def test_an_sdk_overhead_verdict_needs_a_measured_ratio_within_the_target():
     assert not verdict(1.3, 1.25)
     assert not verdict(-0.4, 1.25)  # a negative overhead is noise, not a pass
     assert not verdict(float("nan"), 1.25)
+
+
+@pytest.fixture
+def peer_module():
+    """The stand-in peer's module; its wrapper is taken off `Completions.create` afterwards."""
+    from openai.resources.chat.completions import Completions
+
+    original = Completions.__dict__["create"]
+    yield "tests.benchmarks_smoke.peer_instrumentor"
+    Completions.create = original
+
+
+def test_a_peer_is_checked_then_timed_bare_and_floor_before_it_instruments(peer_module):
+    from benchmarks import sdk_overhead as bench
+
+    check = bench._peer_check(peer_module)
+    one_round = bench._peer_child(peer_module, calls=3, queue=2048, stubbed=True)
+
+    assert (check["spans"], check["stubbed spans"], check["error"]) == (2, 2, "")
+    assert set(one_round) == {"openai sync", "openai stream", "openai sync, provider stubbed",
+                              "openai stream, provider stubbed"}
+    assert all(set(ways) == {"bare", "floor", "instrumented"} and min(ways.values()) > 0
+               for ways in one_round.values())
