@@ -415,7 +415,9 @@ def _peer_instrumentor(module: str):
     import logging
 
     logging.getLogger("opentelemetry.instrumentation.instrumentor").setLevel(logging.ERROR)
-    return _OpenLIT() if module == "openlit" else importlib.import_module(module).OpenAIInstrumentor()
+    if module == "openlit":
+        return _OpenLIT()
+    return importlib.import_module(module).OpenAIInstrumentor()
 
 
 class _OpenLIT:
@@ -480,22 +482,20 @@ def _peer_child(module: str, calls: int, queue: int, stubbed: bool) -> dict:
     provider = provider_with_encoding_exporter(queue)
     tracer = provider.get_tracer("bench-floor")
     flush = functools.partial(provider.force_flush, 30_000)
-    cases = [(openai_calls(), calls)] + ([(_peer_stubbed_calls(), calls)] if stubbed else [])
+    cases = {**openai_calls(), **(_peer_stubbed_calls() if stubbed else {})}
     out: dict[str, dict[str, float]] = {}
-    for group, n in cases:
-        for case, call in group.items():
-            def floor(call=call, name=case) -> None:
-                with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
-                    call()
+    for case, call in cases.items():
+        def floor(call=call, name=case) -> None:
+            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
+                call()
 
-            timed = cpu_per_call({"bare": (_nothing, call), "floor": (_nothing, floor)},
-                                 flush, n, 1)
-            out[case] = {way: values[0] for way, values in timed.items()}
+        timed = cpu_per_call({"bare": (_nothing, call), "floor": (_nothing, floor)}, flush,
+                             calls, 1)
+        out[case] = {way: values[0] for way, values in timed.items()}
     instrumentor.instrument(tracer_provider=provider)
-    for group, n in cases:
-        for case, call in group.items():
-            out[case]["instrumented"] = cpu_per_call({"instrumented": (_nothing, call)},
-                                                     flush, n, 1)["instrumented"][0]
+    for case, call in cases.items():
+        out[case]["instrumented"] = cpu_per_call({"instrumented": (_nothing, call)}, flush,
+                                                 calls, 1)["instrumented"][0]
     return out
 
 

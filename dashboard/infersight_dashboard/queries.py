@@ -102,9 +102,10 @@ _FEEDBACK_COLUMNS = (
 # whole hours left at either end, `ai_calls_1m` for the whole minutes left, and otel_traces
 # only for the seconds before the first whole minute and after the last: the same rows, so
 # sums, counts, first/last call times and mean times are exact. A chart whose bucket is not a
-# whole number of minutes (hours, days) leaves the minute (hour, day) table out. Latency quantiles merge t-digest states and are approximate: their
-# error is in rank, and on a few distinct values they come out exact; they are rounded to the
-# microsecond (a t-digest keeps Float32 values).
+# whole number of minutes (hours, days) leaves the minute (hour, day) table out. Latency
+# quantiles merge t-digest states and are approximate: their error is in rank, and on a few
+# distinct values they come out exact; they are rounded to the microsecond (a t-digest keeps
+# Float32 values).
 _ROLLUP_DIMENSIONS = {**_DIMENSIONS, "model": "Family", "version": "Version"}
 _ROLLUP_FILTERS = "".join(
     f" AND ({{{key}:String}} = '' OR {_ROLLUP_DIMENSIONS[key]} = {{{key}:String}})"

@@ -713,8 +713,8 @@ def test_search_traces_ranks_like_aggregating_every_trace(store, add_calls):
     """Traces whose first call is long before their latest (which the candidate ranking sees
     first), traces with one call at any time, some sharing a first-call time (ties go by trace
     id), features whose recent calls come from two traces only (which began long before, or
-    recently), non-AI spans and calls outside the window: every limit, status and feature gets the rows of ranking every trace
-    in the window."""
+    recently), non-AI spans and calls outside the window: every limit, status and feature
+    gets the rows of ranking every trace in the window."""
     rng = random.Random(7)
     start, end = _window()
     calls = []  # (trace, time, status, feature) of the AI calls in the window
