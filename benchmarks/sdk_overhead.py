@@ -202,20 +202,27 @@ def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
             off: Callable[[], None], provider, calls: int, rounds: int) -> dict[str, dict]:
     """{case: {"bare", "floor", "instrumented"} median CPU-us per call}; `on` / `off` switch
     the instrumentation under test."""
-    from opentelemetry.trace import SpanKind
-
-    tracer = provider.get_tracer("bench-floor")
     out = {}
     for case, call in cases.items():
-        def floor(call=call, name=case) -> None:
-            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
-                call()
-
-        ways = {"bare": (off, call), "floor": (off, floor), "instrumented": (on, call)}
+        ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
+                "instrumented": (on, call)}
         out[case] = paired(cpu_per_call(ways, lambda: provider.force_flush(30_000), calls,
                                         rounds))
         off()
     return out
+
+
+def floor_of(provider, name: str, call: Callable[[], None]) -> Callable[[], None]:
+    """`call` inside one plain OTel span of `provider`: the floor."""
+    from opentelemetry.trace import SpanKind
+
+    tracer = provider.get_tracer("bench-floor")
+
+    def floor() -> None:
+        with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
+            call()
+
+    return floor
 
 
 def _overheads(us: dict[str, float]) -> tuple[float, float, float]:
@@ -223,6 +230,14 @@ def _overheads(us: dict[str, float]) -> tuple[float, float, float]:
     floor_over = us["floor"] - us["bare"]
     ours_over = us["instrumented"] - us["bare"]
     return floor_over, ours_over, ours_over / floor_over if floor_over > 0 else float("nan")
+
+
+def _peer_row(result: report.Result, case: str, name: str, us: dict[str, float]) -> float:
+    """Adds a peer's overhead row for `case` (measured as `measure` does); returns it."""
+    _, over, ratio = _overheads(us)
+    result.add(f"{case}: {name} overhead", over, "CPU-us/call", baseline="its own run's floor",
+               ratio=ratio)
+    return over
 
 
 def _overhead(result: report.Result, calls: int, rounds: int) -> None:
@@ -256,10 +271,7 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
             if peer is None:
                 series[name].append(float("nan"))
                 continue
-            _, peer_over, peer_ratio = _overheads(peer)
-            result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
-                       baseline="its own run's floor", ratio=peer_ratio)
-            series[name].append(peer_over)
+            series[name].append(_peer_row(result, case, name, peer))
     _isolated(result, provider, calls * 20, rounds, theirs)
     result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
                    "ylabel": "CPU microseconds per call", "labels": list(ours),
@@ -294,6 +306,20 @@ def _stubbed_calls(name: str, resource, cls, request: dict, stream_request: dict
     return {f"{name} sync, provider stubbed": call, f"{name} stream, provider stubbed": stream}
 
 
+def openai_stubbed_calls() -> dict[str, Callable[[], None]]:
+    from openai.resources.chat.completions import Completions
+
+    return _stubbed_calls("openai", openai_completions(), Completions, OPENAI_CHAT,
+                          OPENAI_STREAM)
+
+
+def anthropic_stubbed_calls() -> dict[str, Callable[[], None]]:
+    from anthropic.resources.messages import Messages
+
+    return _stubbed_calls("anthropic", anthropic_messages(), Messages, ANTHROPIC_MESSAGE,
+                          ANTHROPIC_STREAM)
+
+
 def verdict(ratio: float, limit: float) -> bool:
     """A target is met by a measured ratio in [0, limit]: a negative (or undefined) one says
     the noise was larger than the overhead, not that the overhead was small."""
@@ -304,15 +330,9 @@ def _isolated(result: report.Result, provider, calls: int, rounds: int,
               theirs: dict[str, dict]) -> None:
     """Infersight's own cost per call against the floor's, without the client's noise, and
     the peers' where their child measured it (`_peer_child`)."""
-    from anthropic.resources.messages import Messages
-    from openai.resources.chat.completions import Completions
-
     import infersight
 
-    cases = {**_stubbed_calls("openai", openai_completions(), Completions, OPENAI_CHAT,
-                              OPENAI_STREAM),
-             **_stubbed_calls("anthropic", anthropic_messages(), Messages, ANTHROPIC_MESSAGE,
-                              ANTHROPIC_STREAM)}
+    cases = {**openai_stubbed_calls(), **anthropic_stubbed_calls()}
     measured = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
                        infersight.uninstrument, provider, calls, rounds)
     for case, us in measured.items():
@@ -324,9 +344,7 @@ def _isolated(result: report.Result, provider, calls: int, rounds: int,
                    ok=verdict(ratio, limit))
         for name, measured in theirs.items():
             if case in measured:
-                _, peer_over, peer_ratio = _overheads(measured[case])
-                result.add(f"{case}: {name} overhead", peer_over, "CPU-us/call",
-                           baseline="its own run's floor", ratio=peer_ratio)
+                _peer_row(result, case, name, measured[case])
 
 
 # ---- peers, each in its own virtualenv ---------------------------------------------------------
@@ -428,19 +446,12 @@ class _OpenLIT:
     def instrument(self, tracer_provider) -> None:
         import openlit
 
-        prices = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump({"chat": {OPENAI_CHAT["model"]: {"promptPrice": 0.00015,
-                                                   "completionPrice": 0.0006}}}, prices)
-        prices.close()
-        openlit.init(tracer=tracer_provider.get_tracer("openlit"), disable_metrics=True,
-                     pricing_json=prices.name)
-
-
-def _peer_stubbed_calls() -> dict[str, Callable[[], None]]:
-    from openai.resources.chat.completions import Completions
-
-    return _stubbed_calls("openai", openai_completions(), Completions, OPENAI_CHAT,
-                          OPENAI_STREAM)
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as prices:  # read by init()
+            json.dump({"chat": {OPENAI_CHAT["model"]: {"promptPrice": 0.00015,
+                                                       "completionPrice": 0.0006}}}, prices)
+            prices.flush()
+            openlit.init(tracer=tracer_provider.get_tracer("openlit"), disable_metrics=True,
+                         pricing_json=prices.name)
 
 
 def _peer_check(module: str) -> dict:
@@ -458,7 +469,7 @@ def _peer_check(module: str) -> dict:
     instrumentor = _peer_instrumentor(module)
     provider, seen = TracerProvider(), InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(seen))
-    calls, stubbed = openai_calls(), _peer_stubbed_calls()
+    calls, stubbed = openai_calls(), openai_stubbed_calls()
     instrumentor.instrument(tracer_provider=provider)
     errors: list[str] = []
     catch = logging.Handler(logging.ERROR)
@@ -476,20 +487,14 @@ def _peer_check(module: str) -> dict:
 def _peer_child(module: str, calls: int, queue: int, stubbed: bool) -> dict:
     """One round in the peer's virtualenv: {case: {way: CPU-us per call}}, the bare and floor
     ways timed before the peer instruments anything, then the instrumented one."""
-    from opentelemetry.trace import SpanKind
-
     instrumentor = _peer_instrumentor(module)
     provider = provider_with_encoding_exporter(queue)
-    tracer = provider.get_tracer("bench-floor")
     flush = functools.partial(provider.force_flush, 30_000)
-    cases = {**openai_calls(), **(_peer_stubbed_calls() if stubbed else {})}
+    cases = {**openai_calls(), **(openai_stubbed_calls() if stubbed else {})}
     out: dict[str, dict[str, float]] = {}
     for case, call in cases.items():
-        def floor(call=call, name=case) -> None:
-            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT):
-                call()
-
-        timed = cpu_per_call({"bare": (_nothing, call), "floor": (_nothing, floor)}, flush,
+        timed = cpu_per_call({"bare": (_nothing, call),
+                              "floor": (_nothing, floor_of(provider, case, call))}, flush,
                              calls, 1)
         out[case] = {way: values[0] for way, values in timed.items()}
     instrumentor.instrument(tracer_provider=provider)

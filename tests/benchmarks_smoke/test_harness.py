@@ -72,15 +72,9 @@ def test_table_shows_targets_and_skips():
 def test_stubbed_sdk_rows_run_the_installed_wrapper(spans):
     """The "provider stubbed" rows of the SDK benchmark call what `instrument()` put on each
     client class, fed the client's own results: each call leaves a span with its tokens."""
-    from anthropic.resources.messages import Messages
-    from openai.resources.chat.completions import Completions
-
     from benchmarks import sdk_overhead as bench
 
-    calls = {**bench._stubbed_calls("openai", bench.openai_completions(), Completions,
-                                    bench.OPENAI_CHAT, bench.OPENAI_STREAM),
-             **bench._stubbed_calls("anthropic", bench.anthropic_messages(), Messages,
-                                    bench.ANTHROPIC_MESSAGE, bench.ANTHROPIC_STREAM)}
+    calls = {**bench.openai_stubbed_calls(), **bench.anthropic_stubbed_calls()}
     spans.clear()  # the spans of capturing each client's results
     for call in calls.values():
         call()
