@@ -12,8 +12,8 @@ up as calls. The same SQL runs on chDB and a ClickHouse server.
 Aggregates (totals, cost per feature / model / version, version series and summaries, filter
 options) read the per-day, per-hour and per-minute rollups of schema migrations 6 and 8 plus
 the raw spans at the window's ragged edges (see "the rollups" below): sums, counts and
-first/last times are exact; latency quantiles merge t-digest states and are approximate (exact
-on a few distinct values, as the known-answer tests use). Confidence histograms read the daily
+first/last times are exact; latency quantiles come from merged log histograms and are within
+1% of a true quantile (migration 9). Confidence histograms read the daily
 and hourly rollups' histogram column, and per-user / per-tenant cost the per-user daily and
 hourly rollups (migrations 7 and 8), each with the raw spans outside the window's whole hours;
 expensive calls, trace search and the waterfall read the spans.
@@ -32,6 +32,7 @@ from infersight_collector.store import Store
 from infersight_collector.store.schema import (
     ALERTS_TABLE, CALLS_1D_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES,
     CONFIDENCE_HIST, FEEDBACK_TABLE, SPANS_TABLE, USERS_1D_TABLE, USERS_1H_TABLE,
+    latency_of_bucket,
 )
 from infersight_dashboard.auth import current_project
 from infersight_dashboard.filters import Filters
@@ -97,15 +98,14 @@ _FEEDBACK_COLUMNS = (
 )
 
 
-# ---- the rollups (schema migrations 6 and 8) -----------------------------------------------
+# ---- the rollups (schema migrations 6, 8 and 9) --------------------------------------------
 # Aggregates read `ai_calls_1d` for the whole UTC days of the window, `ai_calls_1h` for the
 # whole hours left at either end, `ai_calls_1m` for the whole minutes left, and otel_traces
 # only for the seconds before the first whole minute and after the last: the same rows, so
 # sums, counts, first/last call times and mean times are exact. A chart whose bucket is not a
 # whole number of minutes (hours, days) leaves the minute (hour, day) table out. Latency
-# quantiles merge t-digest states and are approximate: their error is in rank, and on a few
-# distinct values they come out exact; they are rounded to the microsecond (a t-digest keeps
-# Float32 values).
+# quantiles add up log histograms (`LATENCY_HIST`): the value returned is within 1% of the
+# call's at that rank, rounded to the microsecond.
 _ROLLUP_DIMENSIONS = {**_DIMENSIONS, "model": "Family", "version": "Version"}
 _ROLLUP_FILTERS = "".join(
     f" AND ({{{key}:String}} = '' OR {_ROLLUP_DIMENSIONS[key]} = {{{key}:String}})"
@@ -118,9 +118,20 @@ _RAW_GROUP = ", ".join(name for name, _ in CALLS_KEY)
 _R_BUCKET = "toDateTime64(toStartOfInterval(T, INTERVAL {bucket:UInt32} SECOND, 'UTC'), 3, 'UTC')"
 _R_FEATURE = f"if(Feature = '', '{NO_VALUE}', Feature)"
 _R_ERROR_RATE = "if(calls >= {min_calls:UInt32}, errors / calls, nan)"
-_R_QUANTILES = ("arrayMap(x -> round(x / 1e6, 3),"
-                " quantilesTDigestMerge(0.5, 0.95, 0.99)(LatencyState))")
-_R_P95 = "round(quantileTDigestMerge(0.95)(LatencyState) / 1e6, 3)"
+
+
+def _latency_ms(levels: str) -> str:
+    """The latency quantiles (ms, as an array) at `levels` (SQL numbers) of a group's calls,
+    from their merged histogram: the q-quantile of n calls is the one of rank ceil(q n), 1
+    being the fastest (the nearest-rank definition: at least q of the calls took no longer),
+    and its bucket is read back as `latency_of_bucket`. `sumMap` returns its keys sorted."""
+    keys, counts = "mapKeys(sumMap(LatencyHist))", "mapValues(sumMap(LatencyHist))"
+    rank = f"arrayFirstIndex(c -> c >= q * arraySum({counts}), arrayCumSum({counts}))"
+    return f"arrayMap(q -> round({latency_of_bucket(f'{keys}[{rank}]')} / 1e6, 3), [{levels}])"
+
+
+_R_QUANTILES = _latency_ms("0.5, 0.95, 0.99")
+_R_P95 = f"{_latency_ms('0.95')}[1]"
 _R_MEAN_CONFIDENCE = "if(sum(ConfidenceCalls) = 0, nan, sum(ConfidenceSum) / sum(ConfidenceCalls))"
 
 
@@ -238,7 +249,7 @@ def feature_model_table(store: Store, start: datetime, end: datetime,
     """One row per (feature, served model), most expensive first.
 
     Columns: feature, model, calls, errors, cost_usd, input_tokens, output_tokens,
-    cache_read_tokens, p95_latency_ms (approximate: see the rollups above).
+    cache_read_tokens, p95_latency_ms (within 1%: see the rollups above).
     """
     sql = f"""
         SELECT {_R_FEATURE} AS feature, Model AS model, sum(Calls) AS calls,
@@ -270,7 +281,7 @@ def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame
 def summary(store: Store, start: datetime, end: datetime,
             filters: Filters | None = None) -> pd.DataFrame:
     """One row for the window: calls, errors, cost_usd, input_tokens, output_tokens, tokens,
-    p95_latency_ms (NaN without calls; approximate, see the rollups above)."""
+    p95_latency_ms (NaN without calls; within 1%, see the rollups above)."""
     sql = f"""
         SELECT sum(Calls) AS calls, sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
@@ -415,7 +426,7 @@ def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seco
                        filters: Filters | None = None,
                        min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
     """Per bucket and (model, version): bucket, model, version, calls, errors, error_rate
-    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms (approximate: see the rollups
+    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms (within 1%: see the rollups
     above), tokens_per_call, mean_confidence (NaN where no call reported one)."""
     sql = f"""
         SELECT {_R_BUCKET} AS bucket, Family AS model, Version AS version,
@@ -439,7 +450,7 @@ def version_summary(store: Store, start: datetime, end: datetime,
                     filters: Filters | None = None,
                     min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
     """One row per (model, version), oldest first (as `version_first_seen`): model, version,
-    calls, errors, error_rate (NaN below `min_calls`), p50_ms, p95_ms, p99_ms (approximate),
+    calls, errors, error_rate (NaN below `min_calls`), p50_ms, p95_ms, p99_ms (within 1%),
     tokens_per_call, cost_per_call, mean_confidence."""
     sql = f"""
         SELECT Family AS model, Version AS version, sum(Calls) AS calls,

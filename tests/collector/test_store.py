@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from infersight import attributes as A
@@ -63,11 +65,13 @@ def test_a_database_made_by_migration_1_upgrades_and_keeps_its_rows(store, span_
         store.command(f"DROP DATABASE {old.database}")
 
 
-def test_migrations_7_and_8_fill_the_histogram_user_and_daily_rollups_from_stored_spans(
+def test_migrations_7_to_9_fill_the_histograms_user_and_daily_rollups_from_stored_spans(
         store, span_batch):
     """Spans stored under migration 6 count in the hourly confidence histogram and per-user
-    rollup after migration 7, the backfill changes no other sum of the hourly rollup, and the
-    daily rollups of migration 8 hold the same sums, before and after a new insert."""
+    rollup after migration 7, the backfill changes no other sum of the hourly rollup, the
+    daily rollups of migration 8 hold the same sums, and migration 9 puts every stored call
+    in the latency histograms of all three call rollups (their t-digests gone); before and
+    after a new insert."""
     old = _OtherDatabase(store, "infersight_upgrade7")
     store.command(f"DROP DATABASE IF EXISTS {old.database}")
     target = schema.Target(old.database)
@@ -80,10 +84,12 @@ def test_migrations_7_and_8_fill_the_histogram_user_and_daily_rollups_from_store
     for confidence, n in (("0.25", 3), ("0.7504", 2)):
         store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}",
                            span_batch(n, attributes={**call, A.CONFIDENCE: confidence}))
-    store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}", span_batch(4, attributes=call))
+    store.insert_arrow(f"{old.database}.{schema.SPANS_TABLE}",
+                       span_batch(4, attributes=call, duration_ns=50_000_000))
     db = old.database
+    ms1, ms50 = _latency_bucket(1_000_000), _latency_bucket(50_000_000)
     try:
-        assert migrate(old) == [7, 8]
+        assert migrate(old) == [7, 8, 9]
         hourly = store.query(
             f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
             f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1H_TABLE}")
@@ -92,7 +98,8 @@ def test_migrations_7_and_8_fill_the_histogram_user_and_daily_rollups_from_store
                             f" FROM {db}.{schema.USERS_1H_TABLE} GROUP BY UserId, TenantId")
         assert users.values.tolist() == [["u1", "acme", 9, 4.5]]
         assert _daily_sums(store, db) == ([9, 4.5, 5, "{250:3,750:2}"], [["u1", "acme", 9, 4.5]])
-        # New spans reach both through the re-created views.
+        assert _latency_histograms(store, db) == [f"{{{ms1}:5,{ms50}:4}}"] * 3
+        # New spans reach all of them through the re-created views.
         store.insert_arrow(f"{db}.{schema.SPANS_TABLE}",
                            span_batch(1, attributes={**call, A.CONFIDENCE: "0.25"}))
         after = store.query(f"SELECT toString(sumMap(ConfidenceHist)) AS h, sum(Calls) AS n"
@@ -100,8 +107,24 @@ def test_migrations_7_and_8_fill_the_histogram_user_and_daily_rollups_from_store
         assert after.iloc[0].tolist() == ["{250:4,750:2}", 10]
         assert store.query(f"SELECT sum(Calls) AS n FROM {db}.{schema.USERS_1H_TABLE}").n[0] == 10
         assert _daily_sums(store, db) == ([10, 5.0, 6, "{250:4,750:2}"], [["u1", "acme", 10, 5.0]])
+        assert _latency_histograms(store, db) == [f"{{{ms1}:6,{ms50}:4}}"] * 3
     finally:
         store.command(f"DROP DATABASE {db}")
+
+
+def _latency_bucket(duration_ns: int) -> int:
+    return math.ceil(math.log(duration_ns) / math.log(schema.LATENCY_GAMMA))
+
+
+def _latency_histograms(store, db: str) -> list[str]:
+    """Each call rollup's summed latency histogram; checks the t-digest column is gone."""
+    out = []
+    for table in (schema.CALLS_1M_TABLE, schema.CALLS_1H_TABLE, schema.CALLS_1D_TABLE):
+        columns = store.query("SELECT name FROM system.columns WHERE database = {db:String}"
+                              " AND table = {t:String}", {"db": db, "t": table})
+        assert "LatencyState" not in set(columns.name), table
+        out.append(store.query(f"SELECT toString(sumMap(LatencyHist)) AS h FROM {db}.{table}").h[0])
+    return out
 
 
 def _daily_sums(store, db: str) -> tuple[list, list]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -93,9 +94,9 @@ def test_feature_model_table_aggregates_each_pair(store, add_calls):
                                 "input_tokens", "output_tokens", "cache_read_tokens",
                                 "p95_latency_ms"]
     assert [tuple(r) for r in df.itertuples(index=False)] == [
-        ("summarize", "claude-sonnet-4", 2, 2, 6.0, 2000, 600, 0, 2500.5),
-        ("search", "gpt-4o-2024-08-06", 10, 1, 5.0, 1000, 100, 0, 900.0),
-        ("(none)", "gpt-4o", 1, 0, 0.125, 7, 3, 0, 40.0),
+        ("summarize", "claude-sonnet-4", 2, 2, 6.0, 2000, 600, 0, _ms(2500.5)),
+        ("search", "gpt-4o-2024-08-06", 10, 1, 5.0, 1000, 100, 0, _ms(900)),
+        ("(none)", "gpt-4o", 1, 0, 0.125, 7, 3, 0, _ms(40)),
     ]
 
 
@@ -147,6 +148,11 @@ def _rows(df: pd.DataFrame, *columns: str) -> list[tuple]:
     return [tuple(plain(v) for v in row) for row in df[list(columns)].itertuples(index=False)]
 
 
+def _ms(latency_ms: float):
+    """A latency quantile as the rollups return it: within 1% of the true value."""
+    return pytest.approx(latency_ms, rel=0.01)
+
+
 def _latency_mix(add_calls, at, **kw):
     """200 calls whose exact p50, p95 and p99 are 100, 200 and 900 ms under any quantile
     definition: ranks 0-119 are 100 ms, 120-191 are 200 ms, 192-199 are 900 ms."""
@@ -166,7 +172,7 @@ def test_summary_counts_the_window(store, add_calls):
                 "input_tokens", "output_tokens", "tokens", "p95_latency_ms")
     empty = queries.summary(store, T0 - timedelta(hours=1), T0)
 
-    assert got == [(20, 2, 10.0, 2000, 400, 2400, 300.0)]
+    assert got == [(20, 2, 10.0, 2000, 400, 2400, _ms(300))]
     assert _rows(empty, "calls", "cost_usd", "p95_latency_ms") == [(0, 0.0, None)]
 
 
@@ -178,7 +184,7 @@ def test_totals_over_time_per_bucket(store, add_calls):
     df = queries.totals_over_time(store, *_window(), 300)
 
     assert _rows(df, "bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms") == [
-        (T0, 20, 2, 10.0, 2400, 300.0), (T0 + 300 * S, 1, 0, 1.0, 50, 40.0)]
+        (T0, 20, 2, 10.0, 2400, _ms(300)), (T0 + 300 * S, 1, 0, 1.0, 50, _ms(40))]
 
 
 def test_cost_by_user_with_unit_costs_and_limit(store, add_calls):
@@ -307,9 +313,9 @@ def test_version_timeseries_quantiles_error_rates_and_tokens(store, add_calls):
 
     assert _rows(df, "bucket", "model", "version", "calls", "errors", "error_rate", "p50_ms",
                  "p95_ms", "p99_ms", "tokens_per_call", "mean_confidence") == [
-        (T0, "gpt-4o-mini", "v1", 200, 8, 0.04, 100.0, 200.0, 900.0,
+        (T0, "gpt-4o-mini", "v1", 200, 8, 0.04, _ms(100), _ms(200), _ms(900),
          (192 * 120 + 8 * 1200) / 200, 0.25),
-        (T0 + 300 * S, "gpt-4o-mini", "v2", 4, 4, None, 50.0, 50.0, 50.0, 120.0, None),
+        (T0 + 300 * S, "gpt-4o-mini", "v2", 4, 4, None, _ms(50), _ms(50), _ms(50), 120.0, None),
     ]
     lowered = queries.version_timeseries(store, *_window(), 300, min_calls=4)
     assert list(lowered["error_rate"]) == [0.04, 1.0]
@@ -326,8 +332,8 @@ def test_version_summary_per_version(store, add_calls):
 
     assert _rows(df, "model", "version", "calls", "errors", "error_rate", "p50_ms", "p95_ms",
                  "p99_ms", "tokens_per_call", "cost_per_call", "mean_confidence") == [
-        ("m", "v1", 200, 0, 0.0, 100.0, 200.0, 900.0, 120.0, 0.5, None),
-        ("m", "v2", 10, 5, 0.5, 80.0, 80.0, 80.0, 120.0, 1.5, 0.75),
+        ("m", "v1", 200, 0, 0.0, _ms(100), _ms(200), _ms(900), 120.0, 0.5, None),
+        ("m", "v2", 10, 5, 0.5, _ms(80), _ms(80), _ms(80), 120.0, 1.5, 0.75),
     ]
 
 
@@ -647,7 +653,42 @@ def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     assert per_minute["cost_usd"].sum() == 39.0 and per_minute["calls"].sum() == 7
     assert len(per_minute) == 5  # one bucket per minute that has calls
     assert per_second["calls"].sum() == 7 and per_second["cost_usd"].sum() == 39.0
-    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [300.0]
+    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
+
+
+def test_latency_quantiles_are_within_one_percent_of_the_nearest_rank_call(store, add_calls):
+    """Random latencies (log-normal, 1 ms to minutes) at random times over raw edges, minutes,
+    hours and a day: every p50 / p95 / p99 the queries return, over the window and per hourly
+    bucket, is within 1% of the call of rank ceil(q n) (1 the fastest)."""
+    rng = random.Random(11)
+    day = T0.replace(hour=0) - timedelta(days=1)
+    start, end = day - 90 * S, day + timedelta(days=1, hours=2) + 90 * S
+    calls = []
+    for i in range(120):
+        at = start + timedelta(seconds=rng.uniform(0, (end - start).total_seconds() - 1))
+        if i % 3 == 0:  # a third at the ragged edges, read from the spans
+            at = rng.choice([start, end - timedelta(seconds=60)]) + rng.uniform(0, 59) * S
+        latency = max(1.0, round(rng.lognormvariate(math.log(300), 1.5), 3))
+        add_calls(at, duration_ms=latency)
+        calls.append((at, latency))
+
+    def nearest_rank(latencies, q):
+        ordered = sorted(latencies)
+        return ordered[math.ceil(q * len(ordered)) - 1]
+
+    every = [latency for _, latency in calls]
+    summary = queries.summary(store, start, end).iloc[0]
+    versions = queries.version_summary(store, start, end).iloc[0]
+    hourly = queries.totals_over_time(store, start, end, 3600)
+
+    assert summary["p95_latency_ms"] == _ms(nearest_rank(every, 0.95))
+    for column, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
+        assert versions[column] == _ms(nearest_rank(every, q)), column
+    assert len(hourly) > 10
+    for bucket, p95 in zip(hourly["bucket"], hourly["p95_latency_ms"]):
+        inside = [latency for at, latency in calls
+                  if bucket <= pd.Timestamp(at) < bucket + pd.Timedelta(hours=1)]
+        assert p95 == _ms(nearest_rank(inside, 0.95)), bucket
 
 
 def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
@@ -678,7 +719,7 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     hourly = queries.cost_per_feature_over_time(store, start, end, 3600)
     hist = queries.confidence_histogram(store, start, end)
 
-    assert got == [(8, 1, 71.0, 300.0)]
+    assert got == [(8, 1, 71.0, _ms(300))]
     assert seen == [(start, end - timedelta(milliseconds=1), 8)]
     assert _rows(daily, "bucket", "calls", "cost_usd") == [
         (day - timedelta(days=1), 2, 3.0), (day, 3, 12.0), (day + timedelta(days=1), 3, 56.0)]
@@ -689,7 +730,7 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
         (day - timedelta(hours=1), 2, 3.0), (day + timedelta(hours=5), 3, 12.0),
         (day + timedelta(days=1), 1, 8.0), (day + timedelta(days=1, hours=2), 2, 48.0)]
     assert _rows(hist, "confidence", "calls") == [(0.25, 4), (0.5, 1)]
-    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [300.0]
+    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
 
 
 def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_calls):
