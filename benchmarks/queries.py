@@ -21,12 +21,13 @@ import statistics
 from collections import Counter
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 from infersight_collector.loadgen import fill_store
 from infersight_collector.store import open_store
 from infersight_collector.store.schema import DATA_TABLES
+from infersight_dashboard.filters import time_window
 
 from . import report
 
@@ -116,8 +117,7 @@ def run(quick: bool) -> report.Result:
         "runs per query": f"{repeats} after one warm-up", "store": "chDB, typed AI columns"})
     signatures = discover()
     pages = page_queries()
-    end = datetime.now(timezone.utc).replace(microsecond=0)
-    start = end - timedelta(days=DAYS)
+    start, end = time_window(f"{DAYS}d")  # the window the dashboard's 7-day range opens now
     per_size: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as data_dir:
         store = open_store(data_dir=data_dir)

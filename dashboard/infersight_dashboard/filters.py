@@ -103,7 +103,12 @@ class View:
 
 def time_window(range_key: str | None, now: datetime | None = None) -> tuple[datetime, datetime]:
     """(start, end) in UTC for a range key; an unknown value (it comes from the browser)
-    means the default range."""
-    end = now or datetime.now(timezone.utc)
+    means the default range. The window ends at the first whole minute from `now` on: it
+    holds every call up to now, and its ends fall on the per-minute rollup's edges, so no
+    query reads spans for a partial minute (that read was about a third of a summary's time
+    at 10M spans)."""
+    now = now or datetime.now(timezone.utc)
+    minute = now.replace(second=0, microsecond=0)
+    end = minute if minute == now else minute + timedelta(minutes=1)
     _, length = TIME_RANGES.get(range_key or "", TIME_RANGES[DEFAULT_TIME_RANGE])
     return end - length, end

@@ -135,34 +135,43 @@ _R_P95 = f"{_latency_ms('0.95')}[1]"
 _R_MEAN_CONFIDENCE = "if(sum(ConfidenceCalls) = 0, nan, sum(ConfidenceSum) / sum(ConfidenceCalls))"
 
 
-def _calls(store: Store) -> str:
+def _calls(store: Store, start: datetime, end: datetime, bucket: int | None = None) -> str:
     """A subquery over AI calls in `[start, end)` and the filters: one row per time T and key,
-    with the rollups' value columns (see above; `_tier_params` sets the ranges)."""
+    with the rollups' value columns (see above; `_tier_params(start, end, bucket)` sets the
+    ranges). A tier whose range is empty is left out (an empty read still costs chDB 5-13 ms):
+    the SQL depends on the window's shape, never on a filter value."""
     db = store.database
-    return f"""(
+    t = {**_tier_params(start, end, bucket), **_window(start, end)}
+    days, hours, minutes = ((t[f"{x}_start"], t[f"{x}_end"]) for x in "dhm")
+    branches = []
+    if days[0] != days[1]:
+        branches.append(f"""
         SELECT toDateTime(Day, 'UTC') AS T, {_CALL_COLUMNS}
         FROM {db}.{CALLS_1D_TABLE}
-        WHERE {_DAYS} {_ROLLUP_FILTERS}
-        UNION ALL
+        WHERE {_DAYS} {_ROLLUP_FILTERS}""")
+    if hours[0] != hours[1] and hours != days:
+        branches.append(f"""
         SELECT toDateTime(Hour, 'UTC') AS T, {_CALL_COLUMNS}
         FROM {db}.{CALLS_1H_TABLE}
-        WHERE {_HOURS_OUTSIDE_DAYS} {_ROLLUP_FILTERS}
-        UNION ALL
+        WHERE {_HOURS_OUTSIDE_DAYS} {_ROLLUP_FILTERS}""")
+    if minutes[0] != minutes[1] and minutes != hours:
+        branches.append(f"""
         SELECT toDateTime(Minute, 'UTC') AS T, {_CALL_COLUMNS}
         FROM {db}.{CALLS_1M_TABLE}
         WHERE Minute >= {{m_start:DateTime64(3, 'UTC')}} AND Minute < {{m_end:DateTime64(3, 'UTC')}}
               AND (Minute < {{h_start:DateTime64(3, 'UTC')}}
                    OR Minute >= {{h_end:DateTime64(3, 'UTC')}})
-              {_ROLLUP_FILTERS}
-        UNION ALL
+              {_ROLLUP_FILTERS}""")
+    if (t["start"], t["end"]) != minutes or not branches:
+        branches.append(f"""
         SELECT toDateTime(toStartOfInterval(Timestamp, INTERVAL {{raw_grain:UInt32}} SECOND,
                                             'UTC'), 'UTC') AS T, {_RAW_CALLS}
         FROM {_table(store)}
         WHERE {_WHERE}
               AND (Timestamp < {{m_start:DateTime64(3, 'UTC')}}
                    OR Timestamp >= {{m_end:DateTime64(3, 'UTC')}})
-        GROUP BY T, {_RAW_GROUP}
-    )"""
+        GROUP BY T, {_RAW_GROUP}""")
+    return "(" + "\n        UNION ALL".join(branches) + "\n    )"
 
 
 # The whole days of the window ([d_start, d_end) of `_tier_params`) read from a daily rollup,
@@ -197,12 +206,16 @@ def _ceil(t: datetime, step: int) -> datetime:
     return datetime.fromtimestamp(math.ceil(t.timestamp() / step) * step, timezone.utc)
 
 
+def _aware(t: datetime) -> datetime:
+    """A naive datetime is UTC."""
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
 def _tier_params(start: datetime, end: datetime, bucket: int | None = None) -> dict:
     """Where `_calls` reads each tier: days [d_start, d_end), hours [h_start, h_end) outside
     them, minutes [m_start, m_end) outside the hours, raw spans outside the minutes; a bucket
     the minutes (hours, days) cannot build leaves that tier empty."""
-    start = start if start.tzinfo else start.replace(tzinfo=timezone.utc)
-    end = end if end.tzinfo else end.replace(tzinfo=timezone.utc)
+    start, end = _aware(start), _aware(end)
     m_start, m_end = _ceil(start, 60), _floor(end, 60)
     if (bucket and bucket % 60) or m_start >= m_end:
         m_start = m_end = end
@@ -236,7 +249,7 @@ def cost_per_feature_over_time(store: Store, start: datetime, end: datetime,
     sql = f"""
         SELECT {_R_BUCKET} AS bucket, {_R_FEATURE} AS feature, sum(CostUsd) AS cost_usd,
                sum(Calls) AS calls
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end, int(bucket_seconds))}
         GROUP BY bucket, feature
         ORDER BY bucket, feature
     """
@@ -256,7 +269,7 @@ def feature_model_table(store: Store, start: datetime, end: datetime,
                sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
                sum(CacheReadTokens) AS cache_read_tokens, {_R_P95} AS p95_latency_ms
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end)}
         GROUP BY feature, model
         ORDER BY cost_usd DESC, feature, model
     """
@@ -270,7 +283,7 @@ def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame
     pairs = ", ".join(f"('{key}', {_ROLLUP_DIMENSIONS[key]})" for key in asdict(Filters()))
     sql = f"""
         SELECT kv.1 AS key, kv.2 AS value, sum(Calls) AS calls
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end)}
         ARRAY JOIN [{pairs}] AS kv
         GROUP BY key, value
         ORDER BY key, calls DESC, value
@@ -287,7 +300,7 @@ def summary(store: Store, start: datetime, end: datetime,
                sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
                input_tokens + output_tokens AS tokens,
                if(calls = 0, nan, {_R_P95}) AS p95_latency_ms
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end)}
     """
     return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
@@ -299,7 +312,7 @@ def totals_over_time(store: Store, start: datetime, end: datetime, bucket_second
         SELECT {_R_BUCKET} AS bucket, sum(Calls) AS calls, sum(Errors) AS errors,
                sum(CostUsd) AS cost_usd, sum(InputTokens) + sum(OutputTokens) AS tokens,
                {_R_P95} AS p95_latency_ms
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end, int(bucket_seconds))}
         GROUP BY bucket
         ORDER BY bucket
     """
@@ -323,7 +336,7 @@ def cost_by(store: Store, start: datetime, end: datetime, by: str,
             SELECT {_ROLLUP_DIMENSIONS[by]} AS key, sum(Calls) AS calls,
                    sum(CostUsd) AS cost_usd,
                    {_unit_costs("InputTokens", "OutputTokens", "CacheReadTokens")}
-            FROM {_calls(store)}
+            FROM {_calls(store, start, end)}
             GROUP BY key ORDER BY cost_usd DESC, key LIMIT {{limit:UInt32}}
         """
         return store.query(sql, _params(start, end, filters, limit=int(limit),
@@ -387,22 +400,28 @@ def expensive_calls(store: Store, start: datetime, end: datetime,
     return store.query(sql, _params(start, end, filters, limit=int(limit)))
 
 
-def version_first_seen(store: Store, start: datetime, end: datetime,
-                       filters: Filters | None = None) -> pd.DataFrame:
-    """Each (model, version) in the window, oldest first: model, version, first_seen,
-    last_seen, calls.
+def version_history(store: Store, start: datetime, end: datetime,
+                    filters: Filters | None = None) -> pd.DataFrame:
+    """Each (model, version) that served in the UTC days `[start, end)` touches, oldest first:
+    model, version, first_seen, last_seen, calls.
 
     "Oldest" is by the mean time of a version's calls, not its first call: during a gradual
-    rollout the new version's first call can come before the old one's first in the window."""
+    rollout the new version's first call can come before the old one's. Whole days, from the
+    daily rollup alone: a few hundred rows for a fortnight, where the exact window reads four
+    tiers; the first and last call times are exact all the same, so a caller that needs the
+    versions first seen inside a window compares them with it (`version_changes`)."""
     sql = f"""
         SELECT Family AS model, Version AS version,
                toDateTime64(min(FirstCall), 3, 'UTC') AS first_seen,
                toDateTime64(max(LastCall), 3, 'UTC') AS last_seen, sum(Calls) AS calls
-        FROM {_calls(store)}
+        FROM {store.database}.{CALLS_1D_TABLE}
+        WHERE {_DAYS} {_ROLLUP_FILTERS}
         GROUP BY model, version
         ORDER BY model, sum(TimeSumMs) / calls, version
     """
-    return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
+    days = {"d_start": _utc_text(_floor(_aware(start), 86400)),
+            "d_end": _utc_text(_ceil(_aware(end), 86400))}
+    return store.query(sql, _params(start, end, filters, **days))
 
 
 def version_changes(store: Store, start: datetime, end: datetime,
@@ -410,15 +429,17 @@ def version_changes(store: Store, start: datetime, end: datetime,
     """Model versions that replaced another inside `[start, end)`: model, version, first_seen
     (where the line is drawn).
 
-    A version counts as a change when its model had an older version (`version_first_seen`
-    order); the look for one goes back one window length before `start` (still bounded), so a
-    version already serving when the window opens is not marked at its left edge. Calls with
-    no known version ("(none)") change nothing."""
-    seen = version_first_seen(store, start - (end - start), end, filters)
+    A version counts as a change when its first call is in the window and its model had an
+    older version (`version_history` order); the look for one goes back at least one window
+    length before `start` (to that day's midnight), so a version already serving when the
+    window opens is not marked at its left edge. Calls with no known version ("(none)")
+    change nothing."""
+    seen = version_history(store, start - (end - start), end, filters)
     seen = seen[seen["version"] != NO_VALUE]
     newer = seen.groupby("model").cumcount() > 0
-    start_ts = pd.Timestamp(start).tz_localize("UTC") if start.tzinfo is None else start
-    changes = seen[newer & (seen["first_seen"] >= start_ts)]
+    inside = ((seen["first_seen"] >= pd.Timestamp(_aware(start)))
+              & (seen["first_seen"] < pd.Timestamp(_aware(end))))
+    changes = seen[newer & inside]
     return changes[["model", "version", "first_seen"]].reset_index(drop=True)
 
 
@@ -436,7 +457,7 @@ def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seco
                q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms,
                (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
                {_R_MEAN_CONFIDENCE} AS mean_confidence
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end, int(bucket_seconds))}
         GROUP BY bucket, model, version
         ORDER BY bucket, model, version
     """
@@ -449,11 +470,14 @@ def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seco
 def version_summary(store: Store, start: datetime, end: datetime,
                     filters: Filters | None = None,
                     min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
-    """One row per (model, version), oldest first (as `version_first_seen`): model, version,
-    calls, errors, error_rate (NaN below `min_calls`), p50_ms, p95_ms, p99_ms (within 1%),
-    tokens_per_call, cost_per_call, mean_confidence."""
+    """One row per (model, version), oldest first (by the mean time of its calls, as
+    `version_history`): model, version, first_seen, last_seen, calls, errors, error_rate (NaN
+    below `min_calls`), p50_ms, p95_ms, p99_ms (within 1%), tokens_per_call, cost_per_call,
+    mean_confidence."""
     sql = f"""
-        SELECT Family AS model, Version AS version, sum(Calls) AS calls,
+        SELECT Family AS model, Version AS version,
+               toDateTime64(min(FirstCall), 3, 'UTC') AS first_seen,
+               toDateTime64(max(LastCall), 3, 'UTC') AS last_seen, sum(Calls) AS calls,
                sum(Errors) AS errors,
                {_R_ERROR_RATE} AS error_rate,
                {_R_QUANTILES} AS q,
@@ -461,7 +485,7 @@ def version_summary(store: Store, start: datetime, end: datetime,
                (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
                sum(CostUsd) / calls AS cost_per_call,
                {_R_MEAN_CONFIDENCE} AS mean_confidence
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end)}
         GROUP BY model, version
         ORDER BY model, sum(TimeSumMs) / calls, version
     """
@@ -574,13 +598,13 @@ def _recent_start(store: Store, start: datetime, end: datetime, filters: Filters
     not errors: more than match, which can only make the minute too late (searched again)."""
     matching = ("multiIf({status:String} = '', toUInt64(Calls),"
                 " {status:String} = 'Error', toUInt64(Errors), toUInt64(Calls - Errors))")
+    bucket = 60
     sql = f"""
         SELECT toDateTime64(T, 3, 'UTC') AS t, sum(sum({matching})) OVER (ORDER BY T DESC) AS n
-        FROM {_calls(store)}
+        FROM {_calls(store, start, end, bucket)}
         GROUP BY T
         ORDER BY T DESC
     """
-    bucket = 60
     rows = store.query(f"SELECT t FROM ({sql}) WHERE n >= {{calls:UInt32}} LIMIT 1",
                        _params(start, end, filters, calls=int(calls), bucket=bucket,
                                status=status, **_tier_params(start, end, bucket)))

@@ -35,6 +35,12 @@ def test_time_window_maps_each_range_to_utc_instants():
     assert time_window(None, now) == (now - timedelta(hours=1), now)
     start, end = time_window("1h")
     assert end.tzinfo is not None and end - start == timedelta(hours=1)
+    # A window ends at the first whole minute from now on, so it holds every call up to now.
+    assert time_window("1h", now + timedelta(seconds=1, microseconds=5)) == (
+        now + timedelta(minutes=1) - timedelta(hours=1), now + timedelta(minutes=1))
+    assert time_window("1h", now + timedelta(seconds=59.999)) == time_window(
+        "1h", now + timedelta(minutes=1))
+    assert end >= datetime.now(timezone.utc) - timedelta(seconds=1) and end.second == 0
 
 
 def test_view_round_trips_through_the_query_string():

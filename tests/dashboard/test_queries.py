@@ -275,13 +275,14 @@ def test_versions_are_ordered_by_the_mean_time_of_their_calls(store, add_calls):
     add_calls(T0 + timedelta(minutes=50), n=5, version="v2", **mini)
     add_calls(T0 + timedelta(minutes=30), response_model="", **mini)  # failed: no version
 
-    df = queries.version_first_seen(store, *_window())
-
-    assert _rows(df, "model", "version", "first_seen", "last_seen", "calls") == [
+    expected = [
         ("gpt-4o-mini", "v1", T0 + 10 * S, T0 + timedelta(minutes=20), 6),
         ("gpt-4o-mini", "(none)", T0 + timedelta(minutes=30), T0 + timedelta(minutes=30), 1),
         ("gpt-4o-mini", "v2", T0 + 5 * S, T0 + timedelta(minutes=50), 6),
     ]
+    for df in (queries.version_summary(store, *_window()),
+               queries.version_history(store, *_window())):  # the window is inside one day
+        assert _rows(df, "model", "version", "first_seen", "last_seen", "calls") == expected
 
 
 def test_version_changes_marks_only_versions_that_take_over_in_the_window(store, add_calls):
@@ -289,14 +290,19 @@ def test_version_changes_marks_only_versions_that_take_over_in_the_window(store,
     add_calls(T0 + timedelta(minutes=40), n=3, request_model="m", version="v2")
     add_calls(T0 + timedelta(minutes=45), request_model="m", response_model="")  # "(none)"
     add_calls(T0 + timedelta(minutes=35), request_model="solo", version="s1")
+    add_calls(T0 + timedelta(minutes=70), request_model="m", version="v3")  # after the window
     start, end = T0 + timedelta(minutes=30), T0 + timedelta(minutes=60)
 
     changes = queries.version_changes(store, start, end)
     whole = queries.version_changes(store, T0 + timedelta(minutes=5), end)
+    later = queries.version_changes(store, T0 + timedelta(minutes=45), T0 + timedelta(minutes=75))
 
     assert _rows(changes, "model", "version", "first_seen") == [
         ("m", "v2", T0 + timedelta(minutes=40))]
     assert _rows(whole, "model", "version") == [("m", "v2")]
+    # v2 served before this window (its look back reaches v1 and v2): only v3 took over in it.
+    assert _rows(later, "model", "version", "first_seen") == [
+        ("m", "v3", T0 + timedelta(minutes=70))]
 
 
 def test_version_timeseries_quantiles_error_rates_and_tokens(store, add_calls):
@@ -557,8 +563,7 @@ _EVERY_QUERY = {
         lambda s, f, t: queries.cost_per_user_and_tenant(s, *_window(), f)
         .query("dimension == 'tenant'"), "key"),
     "expensive_calls": (lambda s, f, t: queries.expensive_calls(s, *_window(), f), "service"),
-    "version_first_seen": (lambda s, f, t: queries.version_first_seen(s, *_window(), f),
-                           "version"),
+    "version_history": (lambda s, f, t: queries.version_history(s, *_window(), f), "version"),
     "version_timeseries": (lambda s, f, t: queries.version_timeseries(s, *_window(), 300, f),
                            "version"),
     "version_summary": (lambda s, f, t: queries.version_summary(s, *_window(), f), "version"),
@@ -581,7 +586,7 @@ def test_every_query_a_filter_or_search_value_reaches_is_in_the_parameter_test()
                if inspect.isfunction(v) and v.__module__ == queries.__name__
                and not n.startswith("_")
                and {"filters", "trace_id"} & set(inspect.signature(v).parameters)}
-    # version_changes runs version_first_seen and adds no SQL of its own; filter_options takes
+    # version_changes runs version_history and adds no SQL of its own; filter_options takes
     # no filter, but the values it lists are data too.
     assert reached - {"version_changes"} == set(_EVERY_QUERY) - {"filter_options"}
 
@@ -640,7 +645,7 @@ def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     add_calls(end, cost=100.0)  # after the window
 
     got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd")
-    seen = _rows(queries.version_first_seen(store, start, end), "first_seen", "last_seen",
+    seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen",
                  "calls")
     hourly = queries.totals_over_time(store, start, end, 3600)
     per_minute = queries.cost_per_feature_over_time(store, start, end, 60)
@@ -691,6 +696,33 @@ def test_latency_quantiles_are_within_one_percent_of_the_nearest_rank_call(store
         assert p95 == _ms(nearest_rank(inside, 0.95)), bucket
 
 
+def test_windows_of_every_shape_count_each_call_once(store, add_calls):
+    """Windows whose ends fall on a second, a minute, an hour or a midnight, in every pairing
+    (each shape leaves out the tiers it has no range for): the summary counts exactly the
+    calls inside, and the first and last call times are theirs."""
+    day = T0.replace(hour=0) - timedelta(days=1)
+    times = [day + offset for offset in (
+        -timedelta(hours=1, seconds=1), -timedelta(seconds=61), -timedelta(seconds=1),
+        timedelta(0), timedelta(seconds=30), timedelta(minutes=1, seconds=1),
+        timedelta(hours=1), timedelta(hours=5, minutes=7, seconds=3),
+        timedelta(days=1, seconds=-1), timedelta(days=1), timedelta(days=1, seconds=59),
+        timedelta(days=1, minutes=59, seconds=59), timedelta(days=1, hours=1, seconds=1))]
+    for i, at in enumerate(times):
+        add_calls(at, cost=2.0 ** i)
+    edges = [day + offset for offset in (
+        -timedelta(hours=1), -timedelta(minutes=1, seconds=30), -timedelta(minutes=1),
+        timedelta(0), timedelta(seconds=45), timedelta(hours=1), timedelta(days=1),
+        timedelta(days=1, seconds=30), timedelta(days=1, minutes=1),
+        timedelta(days=1, hours=1), timedelta(days=1, hours=1, seconds=2))]
+    for start, end in itertools.combinations(edges, 2):
+        inside = [(i, at) for i, at in enumerate(times) if start <= at < end]
+        got = _rows(queries.summary(store, start, end), "calls", "cost_usd")
+        assert got == [(len(inside), float(sum(2.0 ** i for i, _ in inside)))], (start, end)
+        if inside:
+            seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen")
+            assert seen == [(inside[0][1], inside[-1][1])], (start, end)
+
+
 def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     """A window from before a UTC midnight to past the next day: its whole day comes from the
     daily rollup, the whole hours after it from the hourly one, the whole minutes and seconds
@@ -712,7 +744,7 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
 
     got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd",
                 "p95_latency_ms")
-    seen = _rows(queries.version_first_seen(store, start, end), "first_seen", "last_seen",
+    seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen",
                  "calls")
     daily = queries.totals_over_time(store, start, end, 86400)
     two_hourly = queries.totals_over_time(store, start, end, 7200)

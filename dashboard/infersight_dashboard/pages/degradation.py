@@ -155,7 +155,9 @@ def load(view: View) -> Loaded:
     """Every query the page needs for `view`, each run once."""
     store = get_store()
     start, end = view.window()
-    versions = queries.version_first_seen(store, start, end, replace(view.filters, version=""))
+    # Every model's versions in one read: it ranks the models, and the chosen one's rows are
+    # its side-by-side summary.
+    versions = queries.version_summary(store, start, end, replace(view.filters, version=""))
     ranked = (versions.groupby("model").agg(versions=("version", "size"), calls=("calls", "sum"))
               .sort_values(["versions", "calls"], ascending=False))
     models = list(ranked.index)
@@ -171,7 +173,7 @@ def load(view: View) -> Loaded:
         baseline = queries.confidence_histogram(store, b_start, b_end, filters)
     return Loaded(
         (start, end), models, model,
-        summary=queries.version_summary(store, start, end, filters),
+        summary=versions[versions["model"] == model].reset_index(drop=True),
         series=queries.version_timeseries(store, start, end, bucket, filters),
         hist=queries.confidence_histogram(store, start, end, filters),
         baseline=baseline,
