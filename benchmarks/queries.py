@@ -16,6 +16,7 @@ The baseline, measured in the same run, is the cheapest useful query over the sa
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import statistics
 from collections import Counter
@@ -38,8 +39,10 @@ _COST_BY = ("feature", "model", "version", "user", "tenant")
 
 
 def _percentile(values: list[float], q: float) -> float:
+    """The nearest-rank q-quantile: the value of rank ceil(q n), 1 the smallest (the 19th of
+    20 for p95; `int(q n)` as an index read the 20th, the maximum)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -89,7 +92,7 @@ def _calls(store, start: datetime, end: datetime, signatures: dict[str, inspect.
 
     trace = store.query(f"SELECT TraceId FROM {store.database}.otel_traces LIMIT 1")["TraceId"][0]
     supplied = {"bucket_seconds": [queries.choose_bucket_seconds(start, end)],
-                "by": list(_COST_BY), "trace_id": [trace]}
+                "by": list(_COST_BY), "dimensions": [("feature", "model")], "trace_id": [trace]}
     for name, sig in sorted(signatures.items()):
         fn = getattr(queries, name)
         required = [p for p in list(sig.parameters.values())[3:]

@@ -291,33 +291,38 @@ def filter_options(store: Store, start: datetime, end: datetime) -> pd.DataFrame
     return store.query(sql, _params(start, end, None, **_tier_params(start, end)))
 
 
+_TOTALS = f"""sum(Calls) AS calls, sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
+               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+               input_tokens + output_tokens AS tokens,
+               if(calls = 0, nan, {_R_P95}) AS p95_latency_ms"""
+
+
 def summary(store: Store, start: datetime, end: datetime,
             filters: Filters | None = None) -> pd.DataFrame:
     """One row for the window: calls, errors, cost_usd, input_tokens, output_tokens, tokens,
     p95_latency_ms (NaN without calls; within 1%, see the rollups above)."""
-    sql = f"""
-        SELECT sum(Calls) AS calls, sum(Errors) AS errors, sum(CostUsd) AS cost_usd,
-               sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
-               input_tokens + output_tokens AS tokens,
-               if(calls = 0, nan, {_R_P95}) AS p95_latency_ms
-        FROM {_calls(store, start, end)}
-    """
+    sql = f"SELECT {_TOTALS} FROM {_calls(store, start, end)}"
     return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))
 
 
-def totals_over_time(store: Store, start: datetime, end: datetime, bucket_seconds: int,
-                     filters: Filters | None = None) -> pd.DataFrame:
-    """Per time bucket: bucket, calls, errors, cost_usd, tokens, p95_latency_ms."""
+def totals(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+           filters: Filters | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`summary`, series) of the window from one read grouped both ways (GROUPING SETS);
+    the series has per time bucket: bucket, calls, errors, cost_usd, tokens, p95_latency_ms."""
+    bucket = int(bucket_seconds)
     sql = f"""
-        SELECT {_R_BUCKET} AS bucket, sum(Calls) AS calls, sum(Errors) AS errors,
-               sum(CostUsd) AS cost_usd, sum(InputTokens) + sum(OutputTokens) AS tokens,
-               {_R_P95} AS p95_latency_ms
-        FROM {_calls(store, start, end, int(bucket_seconds))}
-        GROUP BY bucket
-        ORDER BY bucket
+        SELECT {_R_BUCKET} AS bucket, grouping(bucket) AS whole, {_TOTALS}
+        FROM {_calls(store, start, end, bucket)}
+        GROUP BY GROUPING SETS ((bucket), ())
+        ORDER BY whole, bucket
     """
-    return store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
-                                    **_tier_params(start, end, int(bucket_seconds))))
+    df = store.query(sql, _params(start, end, filters, bucket=bucket,
+                                  **_tier_params(start, end, bucket)))
+    whole = df["whole"] == 1
+    series = df[~whole].drop(columns=["whole", "input_tokens", "output_tokens"])
+    return (df[whole].drop(columns=["bucket", "whole"]).reset_index(drop=True),
+            series[["bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms"]]
+            .reset_index(drop=True))
 
 
 def cost_by(store: Store, start: datetime, end: datetime, by: str,
@@ -327,22 +332,41 @@ def cost_by(store: Store, start: datetime, end: datetime, by: str,
 
     Columns: key, calls, cost_usd, input_tokens, output_tokens, cache_read_tokens,
     cost_per_call, cost_per_1k_tokens (NaN without tokens). Users and tenants come from
-    `cost_per_user_and_tenant`; the other dimensions from the rollups.
+    `cost_per_user_and_tenant`; the other dimensions from the rollups (`cost_by_each`).
     """
     if by not in _DIMENSIONS:
         raise ValueError(f"cannot group cost by {by!r}; choose one of {sorted(_DIMENSIONS)}")
-    if by in ("service", "project", "feature", "model", "version"):
-        sql = f"""
-            SELECT {_ROLLUP_DIMENSIONS[by]} AS key, sum(Calls) AS calls,
-                   sum(CostUsd) AS cost_usd,
-                   {_unit_costs("InputTokens", "OutputTokens", "CacheReadTokens")}
-            FROM {_calls(store, start, end)}
-            GROUP BY key ORDER BY cost_usd DESC, key LIMIT {{limit:UInt32}}
-        """
-        return store.query(sql, _params(start, end, filters, limit=int(limit),
-                                        **_tier_params(start, end)))
-    people = cost_per_user_and_tenant(store, start, end, filters, limit)
-    return people[people["dimension"] == by].drop(columns="dimension").reset_index(drop=True)
+    if by in _ROLLUP_KEYS:
+        rows = cost_by_each(store, start, end, (by,), filters, limit)
+    else:
+        rows = cost_per_user_and_tenant(store, start, end, filters, limit)
+    return rows[rows["dimension"] == by].drop(columns="dimension").reset_index(drop=True)
+
+
+_ROLLUP_KEYS = ("service", "project", "feature", "model", "version")
+
+
+def cost_by_each(store: Store, start: datetime, end: datetime, dimensions: tuple[str, ...],
+                 filters: Filters | None = None, limit: int = 50) -> pd.DataFrame:
+    """`cost_by` for each of several rollup dimensions (service, project, feature, model,
+    version) in one read of the rollups: dimension, then the columns of `cost_by`, each
+    dimension's rows most expensive first, at most `limit` of them."""
+    unknown = sorted(set(dimensions) - set(_ROLLUP_KEYS))
+    if unknown or not dimensions:
+        raise ValueError(f"cannot group cost by {unknown or 'nothing'} in one read; choose "
+                         f"from {list(_ROLLUP_KEYS)}")
+    pairs = ", ".join(f"('{by}', {_ROLLUP_DIMENSIONS[by]})" for by in dimensions)
+    sql = f"""
+        SELECT d.1 AS dimension, d.2 AS key, sum(Calls) AS calls, sum(CostUsd) AS cost_usd,
+               {_unit_costs("InputTokens", "OutputTokens", "CacheReadTokens")}
+        FROM {_calls(store, start, end)}
+        ARRAY JOIN [{pairs}] AS d
+        GROUP BY dimension, key
+        ORDER BY dimension, cost_usd DESC, key
+        LIMIT {{limit:UInt32}} BY dimension
+    """
+    return store.query(sql, _params(start, end, filters, limit=int(limit),
+                                    **_tier_params(start, end)))
 
 
 def cost_per_user_and_tenant(store: Store, start: datetime, end: datetime,
@@ -443,54 +467,41 @@ def version_changes(store: Store, start: datetime, end: datetime,
     return changes[["model", "version", "first_seen"]].reset_index(drop=True)
 
 
-def version_timeseries(store: Store, start: datetime, end: datetime, bucket_seconds: int,
-                       filters: Filters | None = None,
-                       min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
-    """Per bucket and (model, version): bucket, model, version, calls, errors, error_rate
-    (NaN below `min_calls` calls), p50_ms, p95_ms, p99_ms (within 1%: see the rollups
-    above), tokens_per_call, mean_confidence (NaN where no call reported one)."""
+def version_stats(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+                  filters: Filters | None = None, min_calls: int = MIN_CALLS_FOR_RATE
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, series) of each (model, version), from one read of the rollups whose rows
+    are grouped both ways (GROUPING SETS); the summary adds up the same rows as the series.
+
+    summary: one row per (model, version), oldest first (by the mean time of its calls, as
+    `version_history`): model, version, first_seen, last_seen, calls, errors, error_rate (NaN
+    below `min_calls` calls), p50_ms, p95_ms, p99_ms (within 1%: see the rollups above),
+    tokens_per_call, cost_per_call, mean_confidence (NaN where no call reported one).
+    series: per bucket and (model, version), in that order: bucket, model, version, calls,
+    errors, error_rate, p50_ms, p95_ms, p99_ms, tokens_per_call, mean_confidence."""
+    bucket = int(bucket_seconds)
     sql = f"""
         SELECT {_R_BUCKET} AS bucket, Family AS model, Version AS version,
-               sum(Calls) AS calls, sum(Errors) AS errors,
-               {_R_ERROR_RATE} AS error_rate,
-               {_R_QUANTILES} AS q,
-               q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms,
-               (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
-               {_R_MEAN_CONFIDENCE} AS mean_confidence
-        FROM {_calls(store, start, end, int(bucket_seconds))}
-        GROUP BY bucket, model, version
-        ORDER BY bucket, model, version
-    """
-    df = store.query(sql, _params(start, end, filters, bucket=int(bucket_seconds),
-                                  min_calls=int(min_calls),
-                                  **_tier_params(start, end, int(bucket_seconds))))
-    return df.drop(columns="q")
-
-
-def version_summary(store: Store, start: datetime, end: datetime,
-                    filters: Filters | None = None,
-                    min_calls: int = MIN_CALLS_FOR_RATE) -> pd.DataFrame:
-    """One row per (model, version), oldest first (by the mean time of its calls, as
-    `version_history`): model, version, first_seen, last_seen, calls, errors, error_rate (NaN
-    below `min_calls`), p50_ms, p95_ms, p99_ms (within 1%), tokens_per_call, cost_per_call,
-    mean_confidence."""
-    sql = f"""
-        SELECT Family AS model, Version AS version,
+               grouping(bucket) AS whole,
                toDateTime64(min(FirstCall), 3, 'UTC') AS first_seen,
-               toDateTime64(max(LastCall), 3, 'UTC') AS last_seen, sum(Calls) AS calls,
-               sum(Errors) AS errors,
+               toDateTime64(max(LastCall), 3, 'UTC') AS last_seen,
+               sum(Calls) AS calls, sum(Errors) AS errors,
                {_R_ERROR_RATE} AS error_rate,
                {_R_QUANTILES} AS q,
                q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms,
                (sum(InputTokens) + sum(OutputTokens)) / calls AS tokens_per_call,
                sum(CostUsd) / calls AS cost_per_call,
                {_R_MEAN_CONFIDENCE} AS mean_confidence
-        FROM {_calls(store, start, end)}
-        GROUP BY model, version
-        ORDER BY model, sum(TimeSumMs) / calls, version
+        FROM {_calls(store, start, end, bucket)}
+        GROUP BY GROUPING SETS ((bucket, model, version), (model, version))
+        ORDER BY whole, bucket, model, if(whole = 1, sum(TimeSumMs) / calls, 0), version
     """
-    return store.query(sql, _params(start, end, filters, min_calls=int(min_calls),
-                                    **_tier_params(start, end))).drop(columns="q")
+    df = store.query(sql, _params(start, end, filters, bucket=bucket, min_calls=int(min_calls),
+                                  **_tier_params(start, end, bucket)))
+    whole = df["whole"] == 1
+    summary = df[whole].drop(columns=["bucket", "whole", "q"])
+    series = df[~whole].drop(columns=["whole", "q", "first_seen", "last_seen", "cost_per_call"])
+    return summary.reset_index(drop=True), series.reset_index(drop=True)
 
 
 def confidence_histogram(store: Store, start: datetime, end: datetime,
@@ -638,35 +649,29 @@ def trace_spans(store: Store, start: datetime, end: datetime, trace_id: str) -> 
                                     input_key=A.INPUT_MESSAGES, output_key=A.OUTPUT_MESSAGES))
 
 
-def feedback_timeseries(store: Store, start: datetime, end: datetime, bucket_seconds: int,
-                        filters: Filters | None = None,
-                        min_feedback: int = MIN_FEEDBACK_FOR_SHARE) -> pd.DataFrame:
-    """Feedback per bucket (of the time of the call it is about) and (model, version): bucket,
-    model, version, feedback, scored, mean_score (NaN without scores), negative,
-    negative_share (NaN below `min_feedback` verdicts). `_verdicts` says which count."""
-    sql = f"""
-        SELECT {_FEEDBACK_BUCKET} AS bucket, model, version, {_FEEDBACK_COLUMNS}
-        FROM ({_verdicts(store)})
-        GROUP BY bucket, model, version
-        ORDER BY bucket, model, version
-    """
-    return store.query(sql, _feedback_params(start, end, filters, bucket=int(bucket_seconds),
-                                             min_feedback=int(min_feedback)))
+def feedback_stats(store: Store, start: datetime, end: datetime, bucket_seconds: int,
+                   filters: Filters | None = None, min_feedback: int = MIN_FEEDBACK_FOR_SHARE
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, series) of the feedback on each (model, version), in one read grouped both
+    ways (GROUPING SETS). `_verdicts` says which verdicts count.
 
-
-def feedback_summary(store: Store, start: datetime, end: datetime,
-                     filters: Filters | None = None,
-                     min_feedback: int = MIN_FEEDBACK_FOR_SHARE) -> pd.DataFrame:
-    """Feedback per (model, version), oldest version first: model, version, feedback, scored,
-    mean_score, negative, negative_share (as in `feedback_timeseries`)."""
+    summary: per (model, version), oldest version first (by the mean time of the calls the
+    verdicts are about): model, version, feedback, scored, mean_score (NaN without scores),
+    negative, negative_share (NaN below `min_feedback` verdicts).
+    series: the same per bucket of the time of the call a verdict is about: bucket, model,
+    version, then the summary's columns."""
     sql = f"""
-        SELECT model, version, {_FEEDBACK_COLUMNS}
+        SELECT {_FEEDBACK_BUCKET} AS bucket, model, version, grouping(bucket) AS whole,
+               {_FEEDBACK_COLUMNS}
         FROM ({_verdicts(store)})
-        GROUP BY model, version
-        ORDER BY model, avg(toUnixTimestamp64Milli(at)), version
+        GROUP BY GROUPING SETS ((bucket, model, version), (model, version))
+        ORDER BY whole, bucket, model, if(whole = 1, avg(toUnixTimestamp64Milli(at)), 0), version
     """
-    return store.query(sql, _feedback_params(start, end, filters,
-                                             min_feedback=int(min_feedback)))
+    df = store.query(sql, _feedback_params(start, end, filters, bucket=int(bucket_seconds),
+                                           min_feedback=int(min_feedback)))
+    whole = df["whole"] == 1
+    summary = df[whole].drop(columns=["bucket", "whole"])
+    return summary.reset_index(drop=True), df[~whole].drop(columns="whole").reset_index(drop=True)
 
 
 def _table(store: Store) -> str:

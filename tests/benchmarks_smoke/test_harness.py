@@ -115,3 +115,11 @@ def test_a_peer_is_checked_then_timed_bare_and_floor_before_it_instruments(peer_
                               "openai stream, provider stubbed"}
     assert all(set(ways) == {"bare", "floor", "instrumented"} and min(ways.values()) > 0
                for ways in one_round.values())
+
+
+def test_query_percentiles_are_nearest_rank():
+    """p95 of 20 page loads is the 19th fastest, not the slowest (which is p100)."""
+    loads = [float(x) for x in range(20, 0, -1)]
+    p = query_bench._percentile
+    assert (p(loads, 0.95), p(loads, 0.5), p([7.0], 0.95)) == (
+        19.0, 10.0, 7.0)

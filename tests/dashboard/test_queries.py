@@ -148,6 +148,12 @@ def _rows(df: pd.DataFrame, *columns: str) -> list[tuple]:
     return [tuple(plain(v) for v in row) for row in df[list(columns)].itertuples(index=False)]
 
 
+def _version_summary(store, start, end, **kw) -> pd.DataFrame:
+    """`version_stats`'s summary, read with the bucket the dashboard would chart."""
+    return queries.version_stats(store, start, end, queries.choose_bucket_seconds(start, end),
+                                 **kw)[0]
+
+
 def _ms(latency_ms: float):
     """A latency quantile as the rollups return it: within 1% of the true value."""
     return pytest.approx(latency_ms, rel=0.01)
@@ -176,15 +182,19 @@ def test_summary_counts_the_window(store, add_calls):
     assert _rows(empty, "calls", "cost_usd", "p95_latency_ms") == [(0, 0.0, None)]
 
 
-def test_totals_over_time_per_bucket(store, add_calls):
+def test_totals_per_bucket_and_for_the_window(store, add_calls):
     add_calls(T0 + 10 * S, n=18, cost=0.5, duration_ms=100)
     add_calls(T0 + 20 * S, n=2, cost=0.5, duration_ms=300, status="Error")
     add_calls(T0 + 400 * S, cost=1.0, input_tokens=40, output_tokens=10, duration_ms=40)
 
-    df = queries.totals_over_time(store, *_window(), 300)
+    whole, df = queries.totals(store, *_window(), 300)
+    empty, none = queries.totals(store, T0 - timedelta(hours=1), T0, 300)
 
     assert _rows(df, "bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms") == [
         (T0, 20, 2, 10.0, 2400, _ms(300)), (T0 + 300 * S, 1, 0, 1.0, 50, _ms(40))]
+    pd.testing.assert_frame_equal(whole, queries.summary(store, *_window()))
+    assert _rows(whole, "calls", "tokens", "p95_latency_ms") == [(21, 2450, _ms(300))]
+    assert none.empty and _rows(empty, "calls", "cost_usd", "p95_latency_ms") == [(0, 0.0, None)]
 
 
 def test_cost_by_user_with_unit_costs_and_limit(store, add_calls):
@@ -221,6 +231,20 @@ def test_cost_by_each_dimension(store, add_calls, by, expected):
               request_model="claude-sonnet-4", version="v2", tenant="acme")
 
     assert list(queries.cost_by(store, *_window(), by)["key"]) == expected
+
+
+def test_cost_by_each_reads_several_dimensions_at_once(store, add_calls):
+    add_calls(T0 + 10 * S, cost=0.25)  # search, gpt-4o
+    add_calls(T0 + 20 * S, feature="chat", request_model="claude-sonnet-4", cost=2.0)
+    add_calls(T0 + 30 * S, feature="summarize", cost=1.0)
+
+    both = queries.cost_by_each(store, *_window(), ("feature", "model"), limit=2)
+
+    assert _rows(both, "dimension", "key", "calls", "cost_usd") == [
+        ("feature", "chat", 1, 2.0), ("feature", "summarize", 1, 1.0),
+        ("model", "claude-sonnet-4", 1, 2.0), ("model", "gpt-4o", 2, 1.25)]
+    with pytest.raises(ValueError, match="user"):
+        queries.cost_by_each(store, *_window(), ("feature", "user"))
 
 
 def test_month_to_date_is_the_months_window(store, add_calls):
@@ -280,7 +304,7 @@ def test_versions_are_ordered_by_the_mean_time_of_their_calls(store, add_calls):
         ("gpt-4o-mini", "(none)", T0 + timedelta(minutes=30), T0 + timedelta(minutes=30), 1),
         ("gpt-4o-mini", "v2", T0 + 5 * S, T0 + timedelta(minutes=50), 6),
     ]
-    for df in (queries.version_summary(store, *_window()),
+    for df in (_version_summary(store, *_window()),
                queries.version_history(store, *_window())):  # the window is inside one day
         assert _rows(df, "model", "version", "first_seen", "last_seen", "calls") == expected
 
@@ -315,7 +339,7 @@ def test_version_timeseries_quantiles_error_rates_and_tokens(store, add_calls):
     add_calls(T0 + 310 * S, n=4, duration_ms=50, status="Error",
               request_model="gpt-4o-mini", version="v2")
 
-    df = queries.version_timeseries(store, *_window(), 300)
+    df = queries.version_stats(store, *_window(), 300)[1]
 
     assert _rows(df, "bucket", "model", "version", "calls", "errors", "error_rate", "p50_ms",
                  "p95_ms", "p99_ms", "tokens_per_call", "mean_confidence") == [
@@ -323,7 +347,7 @@ def test_version_timeseries_quantiles_error_rates_and_tokens(store, add_calls):
          (192 * 120 + 8 * 1200) / 200, 0.25),
         (T0 + 300 * S, "gpt-4o-mini", "v2", 4, 4, None, _ms(50), _ms(50), _ms(50), 120.0, None),
     ]
-    lowered = queries.version_timeseries(store, *_window(), 300, min_calls=4)
+    lowered = queries.version_stats(store, *_window(), 300, min_calls=4)[1]
     assert list(lowered["error_rate"]) == [0.04, 1.0]
 
 
@@ -334,7 +358,7 @@ def test_version_summary_per_version(store, add_calls):
     add_calls(T0 + timedelta(minutes=41), n=5, request_model="m", version="v2", cost=2.0,
               duration_ms=80, confidence=1.0)
 
-    df = queries.version_summary(store, *_window())
+    df = _version_summary(store, *_window())
 
     assert _rows(df, "model", "version", "calls", "errors", "error_rate", "p50_ms", "p95_ms",
                  "p99_ms", "tokens_per_call", "cost_per_call", "mean_confidence") == [
@@ -494,7 +518,7 @@ def test_feedback_per_version_over_time(store, add_calls):
     add_calls(T0 + 20 * S, version="v1", trace_id=_tid(12), feature="chat", **m)
     _feedback(store, _tid(12), score=0)
 
-    df = queries.feedback_timeseries(store, *_window(), 300, queries.Filters(feature="search"))
+    df = queries.feedback_stats(store, *_window(), 300, queries.Filters(feature="search"))[1]
 
     assert _rows(df, "bucket", "model", "version", "feedback", "scored", "mean_score",
                  "negative", "negative_share") == [
@@ -503,7 +527,7 @@ def test_feedback_per_version_over_time(store, add_calls):
         (T0 + 300 * S, "m", "v2", 2, 1, 0.75, 1, None),
     ]
     # Any verdict makes a share now, and without the feature filter the "chat" call's counts.
-    fewer = queries.feedback_timeseries(store, *_window(), 300, min_feedback=1)
+    fewer = queries.feedback_stats(store, *_window(), 300, min_feedback=1)[1]
     assert list(fewer["negative_share"]) == [4 / 8, 1.0, 0.5]
 
 
@@ -515,7 +539,7 @@ def test_feedback_summary_per_version_oldest_first(store, add_calls):
     _feedback(store, _tid(9), score=0.5, label="correct")
     add_calls(T0 + timedelta(minutes=6), version="unrated", trace_id=_tid(10))
 
-    df = queries.feedback_summary(store, *_window())
+    df = queries.feedback_stats(store, *_window(), 300)[0]
 
     assert _rows(df, "model", "version", "feedback", "scored", "mean_score", "negative",
                  "negative_share") == [
@@ -527,7 +551,7 @@ def test_feedback_summary_per_version_oldest_first(store, add_calls):
 def test_no_feedback_is_an_empty_frame_with_columns(store, add_calls):
     add_calls(T0 + 10 * S)
 
-    df = queries.feedback_summary(store, *_window())
+    df = queries.feedback_stats(store, *_window(), 300)[0]
 
     assert df.empty and "negative_share" in df.columns
 
@@ -556,26 +580,24 @@ _EVERY_QUERY = {
     "filter_options": (lambda s, f, t: queries.filter_options(s, *_window())
                        .query("key == 'feature'"), "value"),
     "summary": (lambda s, f, t: queries.summary(s, *_window(), f), "calls"),
-    "totals_over_time": (lambda s, f, t: queries.totals_over_time(s, *_window(), 300, f),
-                         "calls"),
+    "totals": (lambda s, f, t: queries.totals(s, *_window(), 300, f)[1], "calls"),
     "cost_by": (lambda s, f, t: queries.cost_by(s, *_window(), "model", f), "key"),
+    "cost_by_each": (lambda s, f, t: queries.cost_by_each(s, *_window(), ("feature", "model"), f)
+                     .query("dimension == 'model'"), "key"),
     "cost_per_user_and_tenant": (
         lambda s, f, t: queries.cost_per_user_and_tenant(s, *_window(), f)
         .query("dimension == 'tenant'"), "key"),
     "expensive_calls": (lambda s, f, t: queries.expensive_calls(s, *_window(), f), "service"),
     "version_history": (lambda s, f, t: queries.version_history(s, *_window(), f), "version"),
-    "version_timeseries": (lambda s, f, t: queries.version_timeseries(s, *_window(), 300, f),
-                           "version"),
-    "version_summary": (lambda s, f, t: queries.version_summary(s, *_window(), f), "version"),
+    "version_stats": (lambda s, f, t: queries.version_stats(s, *_window(), 300, f)[1],
+                      "version"),
     "confidence_histogram": (lambda s, f, t: queries.confidence_histogram(s, *_window(), f),
                              "version"),
     "search_traces": (lambda s, f, t: queries.search_traces(
         s, *_window(), f, status=t, trace_id=t), "trace_id"),
     "trace_spans": (lambda s, f, t: queries.trace_spans(s, *_window(), t), "span_id"),
-    "feedback_timeseries": (lambda s, f, t: queries.feedback_timeseries(
-        s, *_window(), 300, f, min_feedback=1), "version"),
-    "feedback_summary": (lambda s, f, t: queries.feedback_summary(s, *_window(), f),
-                         "version"),
+    "feedback_stats": (lambda s, f, t: queries.feedback_stats(
+        s, *_window(), 300, f, min_feedback=1)[1], "version"),
 }
 
 
@@ -612,7 +634,7 @@ def test_a_value_full_of_sql_is_data_and_never_changes_the_sql(store, add_calls,
         assert set(plain[column]) == {_EVIL, "search"}
     elif name == "trace_spans":
         assert (list(plain[column]), list(narrowed[column])) == ([], [_EVIL])
-    elif name in ("summary", "totals_over_time"):
+    elif name in ("summary", "totals"):
         assert (plain[column].sum(), narrowed[column].sum()) == (2, 1)
     elif name.startswith("feedback"):
         assert list(plain[column]) == ["gpt-4o-2024-08-06"] and narrowed.empty
@@ -645,11 +667,11 @@ def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     add_calls(end, cost=100.0)  # after the window
 
     got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd")
-    seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen",
+    seen = _rows(_version_summary(store, start, end), "first_seen", "last_seen",
                  "calls")
-    hourly = queries.totals_over_time(store, start, end, 3600)
+    hourly = queries.totals(store, start, end, 3600)[1]
     per_minute = queries.cost_per_feature_over_time(store, start, end, 60)
-    per_second = queries.totals_over_time(store, start, end, 30)
+    per_second = queries.totals(store, start, end, 30)[1]
 
     assert got == [(7, 1, 39.0)]
     assert seen == [(start, end - timedelta(milliseconds=1), 7)]
@@ -658,7 +680,7 @@ def test_rollup_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     assert per_minute["cost_usd"].sum() == 39.0 and per_minute["calls"].sum() == 7
     assert len(per_minute) == 5  # one bucket per minute that has calls
     assert per_second["calls"].sum() == 7 and per_second["cost_usd"].sum() == 39.0
-    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
+    assert list(_version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
 
 
 def test_latency_quantiles_are_within_one_percent_of_the_nearest_rank_call(store, add_calls):
@@ -683,8 +705,8 @@ def test_latency_quantiles_are_within_one_percent_of_the_nearest_rank_call(store
 
     every = [latency for _, latency in calls]
     summary = queries.summary(store, start, end).iloc[0]
-    versions = queries.version_summary(store, start, end).iloc[0]
-    hourly = queries.totals_over_time(store, start, end, 3600)
+    versions = _version_summary(store, start, end).iloc[0]
+    hourly = queries.totals(store, start, end, 3600)[1]
 
     assert summary["p95_latency_ms"] == _ms(nearest_rank(every, 0.95))
     for column, q in (("p50_ms", 0.5), ("p95_ms", 0.95), ("p99_ms", 0.99)):
@@ -719,7 +741,7 @@ def test_windows_of_every_shape_count_each_call_once(store, add_calls):
         got = _rows(queries.summary(store, start, end), "calls", "cost_usd")
         assert got == [(len(inside), float(sum(2.0 ** i for i, _ in inside)))], (start, end)
         if inside:
-            seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen")
+            seen = _rows(_version_summary(store, start, end), "first_seen", "last_seen")
             assert seen == [(inside[0][1], inside[-1][1])], (start, end)
 
 
@@ -744,10 +766,10 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
 
     got = _rows(queries.summary(store, start, end), "calls", "errors", "cost_usd",
                 "p95_latency_ms")
-    seen = _rows(queries.version_summary(store, start, end), "first_seen", "last_seen",
+    seen = _rows(_version_summary(store, start, end), "first_seen", "last_seen",
                  "calls")
-    daily = queries.totals_over_time(store, start, end, 86400)
-    two_hourly = queries.totals_over_time(store, start, end, 7200)
+    daily = queries.totals(store, start, end, 86400)[1]
+    two_hourly = queries.totals(store, start, end, 7200)[1]
     hourly = queries.cost_per_feature_over_time(store, start, end, 3600)
     hist = queries.confidence_histogram(store, start, end)
 
@@ -762,7 +784,12 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
         (day - timedelta(hours=1), 2, 3.0), (day + timedelta(hours=5), 3, 12.0),
         (day + timedelta(days=1), 1, 8.0), (day + timedelta(days=1, hours=2), 2, 48.0)]
     assert _rows(hist, "confidence", "calls") == [(0.25, 4), (0.5, 1)]
-    assert list(queries.version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
+    assert list(_version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
+    # The summary adds up whichever tiers the series' bucket reads: the same answer for each.
+    summaries = [queries.version_stats(store, start, end, bucket)[0]
+                 for bucket in (30, 60, 3600, 86400)]
+    for other in summaries[1:]:
+        pd.testing.assert_frame_equal(other, summaries[0])
 
 
 def test_search_traces_past_the_recent_calls_is_still_newest_first(store, add_calls):

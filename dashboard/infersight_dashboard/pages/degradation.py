@@ -41,7 +41,7 @@ PREVIOUS_VERSION, BASELINE_WINDOW = "previous", "baseline"
 # The page's parameters in the URL's query string, in the order of its controls.
 URL_KEYS = ("dmodel", "ref", "base_from", "base_to", "a", "b")
 _HIST_STEP = 0.02  # width of the confidence distribution's bars
-# Side-by-side rows: (column of `queries.version_summary`, label, format).
+# Side-by-side rows: (column of `queries.version_stats`'s summary, label, format).
 COMPARED = (
     ("calls", "Calls", "{:,.0f}"),
     ("error_rate", "Error rate", "{:.2%}"),
@@ -156,8 +156,10 @@ def load(view: View) -> Loaded:
     store = get_store()
     start, end = view.window()
     # Every model's versions in one read: it ranks the models, and the chosen one's rows are
-    # its side-by-side summary.
-    versions = queries.version_summary(store, start, end, replace(view.filters, version=""))
+    # its side-by-side summary and charts.
+    bucket = queries.choose_bucket_seconds(start, end)
+    versions, series = queries.version_stats(store, start, end, bucket,
+                                             replace(view.filters, version=""))
     ranked = (versions.groupby("model").agg(versions=("version", "size"), calls=("calls", "sum"))
               .sort_values(["versions", "calls"], ascending=False))
     models = list(ranked.index)
@@ -166,20 +168,19 @@ def load(view: View) -> Loaded:
     if model is None:
         return Loaded((start, end), models)
     filters = replace(view.filters, model=model, version="")
-    bucket = queries.choose_bucket_seconds(start, end)
     baseline = None
     if reference == BASELINE_WINDOW:
         b_start, b_end = baseline_window(baseline_start, baseline_end, start, end)
         baseline = queries.confidence_histogram(store, b_start, b_end, filters)
+    feedback_summary, feedback_series = queries.feedback_stats(store, start, end, bucket, filters)
     return Loaded(
         (start, end), models, model,
         summary=versions[versions["model"] == model].reset_index(drop=True),
-        series=queries.version_timeseries(store, start, end, bucket, filters),
+        series=series[series["model"] == model].reset_index(drop=True),
         hist=queries.confidence_histogram(store, start, end, filters),
         baseline=baseline,
         changes=queries.version_changes(store, start, end, filters),
-        feedback_summary=queries.feedback_summary(store, start, end, filters),
-        feedback_series=queries.feedback_timeseries(store, start, end, bucket, filters),
+        feedback_summary=feedback_summary, feedback_series=feedback_series,
         alerts=queries.alert_periods(store, start, end, exclude_kinds=queries.COST_ALERT_KINDS))
 
 

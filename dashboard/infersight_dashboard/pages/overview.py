@@ -18,7 +18,7 @@ from infersight_dashboard.filters import View
 
 dash.register_page(__name__, path="/", name="Overview", title="Overview · Infersight", order=0)
 
-# (column of `queries.summary` / `totals_over_time`, label, format, whether a rise is bad)
+# (column of `queries.summary` / `totals`, label, format, whether a rise is bad)
 KPIS = (
     ("calls", "Calls", "{:,.0f}", False),
     ("errors", "Errors", "{:,.0f}", True),
@@ -55,18 +55,19 @@ def update(search, _n_intervals):
     """KPI cards, the two top-N figures, and which of the empty state and the content to hide."""
     store, view = get_store(), View.from_query(search)
     start, end = view.window()
-    now = queries.summary(store, start, end, view.filters).iloc[0]
+    now, trend = queries.totals(store, start, end, queries.choose_bucket_seconds(start, end),
+                                view.filters)
+    now = now.iloc[0]
     if now["calls"] == 0:
         return [], go.Figure(), go.Figure(), False, True
     before = queries.summary(store, start - (end - start), start, view.filters).iloc[0]
-    trend = queries.totals_over_time(store, start, end, queries.choose_bucket_seconds(start, end),
-                                     view.filters)
     changes = queries.version_changes(store, start, end, view.filters)
     cards = [_card(key, label, fmt, rise_is_bad, now[key], before[key], trend, changes,
                    (start, end))
              for key, label, fmt, rise_is_bad in KPIS]
-    features = queries.cost_by(store, start, end, "feature", view.filters, limit=TOP_N)
-    models = queries.cost_by(store, start, end, "model", view.filters, limit=TOP_N)
+    top = queries.cost_by_each(store, start, end, ("feature", "model"), view.filters,
+                               limit=TOP_N)
+    features, models = (top[top["dimension"] == by] for by in ("feature", "model"))
     return cards, _top_figure(features), _top_figure(models), True, False
 
 
