@@ -31,7 +31,7 @@ from infersight import attributes as A
 from infersight_collector.store import Store
 from infersight_collector.store.schema import (
     ALERTS_TABLE, CALLS_1D_TABLE, CALLS_1H_TABLE, CALLS_1M_TABLE, CALLS_KEY, CALLS_VALUES,
-    CONFIDENCE_HIST, FEEDBACK_TABLE, SPANS_TABLE, USERS_1D_TABLE, USERS_1H_TABLE,
+    FEEDBACK_TABLE, SPANS_TABLE, USERS_1D_TABLE, USERS_1H_TABLE,
     latency_of_bucket,
 )
 from infersight_dashboard.auth import current_project
@@ -508,27 +508,16 @@ def confidence_histogram(store: Store, start: datetime, end: datetime,
                          filters: Filters | None = None) -> pd.DataFrame:
     """Confidence per (model, version) as counts of values rounded to 0.001: model, version,
     confidence, calls. Enough for PSI and KS (`drift`) at any row count; spans without a
-    confidence are left out. Whole hours come from the hourly rollup's histogram."""
+    confidence are left out. Whole minutes, hours and days come from the rollups'
+    histograms (`CONFIDENCE_HIST`)."""
     sql = f"""
-        SELECT model, version, k / 1000 AS confidence, sum(n) AS calls
+        SELECT model, version, k / 1000 AS confidence, n AS calls
         FROM (
             SELECT Family AS model, Version AS version, sumMap(ConfidenceHist) AS h
-            FROM {store.database}.{CALLS_1D_TABLE}
-            WHERE {_DAYS} {_ROLLUP_FILTERS}
-            GROUP BY model, version
-            UNION ALL
-            SELECT Family AS model, Version AS version, sumMap(ConfidenceHist) AS h
-            FROM {store.database}.{CALLS_1H_TABLE}
-            WHERE {_HOURS_OUTSIDE_DAYS} {_ROLLUP_FILTERS}
-            GROUP BY model, version
-            UNION ALL
-            SELECT {_FAMILY} AS model, {_VERSION} AS version, {CONFIDENCE_HIST[2]} AS h
-            FROM {_table(store)}
-            WHERE {_WHERE} AND Confidence IS NOT NULL AND {_OUTSIDE_HOURS}
+            FROM {_calls(store, start, end)}
             GROUP BY model, version
         )
         ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS n
-        GROUP BY model, version, k
         ORDER BY model, version, k
     """
     return store.query(sql, _params(start, end, filters, **_tier_params(start, end)))

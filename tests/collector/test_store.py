@@ -65,13 +65,14 @@ def test_a_database_made_by_migration_1_upgrades_and_keeps_its_rows(store, span_
         store.command(f"DROP DATABASE {old.database}")
 
 
-def test_migrations_7_to_9_fill_the_histograms_user_and_daily_rollups_from_stored_spans(
+def test_migrations_7_to_10_fill_the_histograms_user_and_daily_rollups_from_stored_spans(
         store, span_batch):
     """Spans stored under migration 6 count in the hourly confidence histogram and per-user
     rollup after migration 7, the backfill changes no other sum of the hourly rollup, the
-    daily rollups of migration 8 hold the same sums, and migration 9 puts every stored call
-    in the latency histograms of all three call rollups (their t-digests gone); before and
-    after a new insert."""
+    daily rollups of migration 8 hold the same sums, migration 9 puts every stored call in
+    the latency histograms of all three call rollups (their t-digests gone), and migration 10
+    every stored confidence in the per-minute one's histogram; before and after a new
+    insert."""
     old = _OtherDatabase(store, "infersight_upgrade7")
     store.command(f"DROP DATABASE IF EXISTS {old.database}")
     target = schema.Target(old.database)
@@ -89,7 +90,7 @@ def test_migrations_7_to_9_fill_the_histograms_user_and_daily_rollups_from_store
     db = old.database
     ms1, ms50 = _latency_bucket(1_000_000), _latency_bucket(50_000_000)
     try:
-        assert migrate(old) == [7, 8, 9]
+        assert migrate(old) == [7, 8, 9, 10]
         hourly = store.query(
             f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
             f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1H_TABLE}")
@@ -99,6 +100,7 @@ def test_migrations_7_to_9_fill_the_histograms_user_and_daily_rollups_from_store
         assert users.values.tolist() == [["u1", "acme", 9, 4.5]]
         assert _daily_sums(store, db) == ([9, 4.5, 5, "{250:3,750:2}"], [["u1", "acme", 9, 4.5]])
         assert _latency_histograms(store, db) == [f"{{{ms1}:5,{ms50}:4}}"] * 3
+        assert _minute_confidence(store, db) == ["{250:3,750:2}", 9]
         # New spans reach all of them through the re-created views.
         store.insert_arrow(f"{db}.{schema.SPANS_TABLE}",
                            span_batch(1, attributes={**call, A.CONFIDENCE: "0.25"}))
@@ -108,12 +110,19 @@ def test_migrations_7_to_9_fill_the_histograms_user_and_daily_rollups_from_store
         assert store.query(f"SELECT sum(Calls) AS n FROM {db}.{schema.USERS_1H_TABLE}").n[0] == 10
         assert _daily_sums(store, db) == ([10, 5.0, 6, "{250:4,750:2}"], [["u1", "acme", 10, 5.0]])
         assert _latency_histograms(store, db) == [f"{{{ms1}:6,{ms50}:4}}"] * 3
+        assert _minute_confidence(store, db) == ["{250:4,750:2}", 10]
     finally:
         store.command(f"DROP DATABASE {db}")
 
 
 def _latency_bucket(duration_ns: int) -> int:
     return math.ceil(math.log(duration_ns) / math.log(schema.LATENCY_GAMMA))
+
+
+def _minute_confidence(store, db: str) -> list:
+    row = store.query(f"SELECT toString(sumMap(ConfidenceHist)) AS h, sum(Calls) AS n"
+                      f" FROM {db}.{schema.CALLS_1M_TABLE}")
+    return row.iloc[0].tolist()
 
 
 def _latency_histograms(store, db: str) -> list[str]:

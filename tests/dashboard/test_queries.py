@@ -755,7 +755,7 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     start, end = day - 90 * S, day + timedelta(days=1, hours=2) + 90 * S
     add_calls(start - timedelta(milliseconds=1), cost=100.0)  # before the window
     add_calls(start, cost=1.0, confidence=0.5)  # raw edge
-    add_calls(day - 30 * S, cost=2.0)  # minute tier
+    add_calls(day - 30 * S, cost=2.0, confidence=0.75)  # minute tier
     add_calls(day + timedelta(hours=5), n=3, cost=4.0, duration_ms=300,
               confidence=0.25)  # day tier
     add_calls(day + timedelta(days=1, minutes=30), cost=8.0, status="Error",
@@ -783,7 +783,7 @@ def test_day_hour_minute_tiers_and_raw_edges_add_up_exactly(store, add_calls):
     assert _rows(hourly, "bucket", "calls", "cost_usd") == [
         (day - timedelta(hours=1), 2, 3.0), (day + timedelta(hours=5), 3, 12.0),
         (day + timedelta(days=1), 1, 8.0), (day + timedelta(days=1, hours=2), 2, 48.0)]
-    assert _rows(hist, "confidence", "calls") == [(0.25, 4), (0.5, 1)]
+    assert _rows(hist, "confidence", "calls") == [(0.25, 4), (0.5, 1), (0.75, 1)]
     assert list(_version_summary(store, start, end)["p99_ms"]) == [_ms(300)]
     # The summary adds up whichever tiers the series' bucket reads: the same answer for each.
     summaries = [queries.version_stats(store, start, end, bucket)[0]

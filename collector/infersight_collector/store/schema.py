@@ -318,7 +318,7 @@ LATENCY_HIST = (
     "LatencyHist", "SimpleAggregateFunction(sumMap, Map(Int16, UInt64))",
     f"sumMap(map(toInt16(ceil(log(greatest(Duration, 1)) / log({LATENCY_GAMMA}))),"
     " toUInt64(1)))")
-CALLS_VALUES = _CALLS_SUMS + (LATENCY_HIST,)
+_CALLS_VALUES_9 = _CALLS_SUMS + (LATENCY_HIST,)  # as migration 9 left them (and histograms)
 
 
 def latency_of_bucket(k: str) -> str:
@@ -396,6 +396,8 @@ CONFIDENCE_HIST = (
     "ConfidenceHist", "SimpleAggregateFunction(sumMap, Map(Int32, UInt64))",
     "sumMapIf(map(toInt32(round(greatest(-1e6, least(1e6, assumeNotNull(Confidence))) * 1000)),"
     " toUInt64(1)), isNotNull(Confidence))")
+# What every call rollup (`_CALL_TIERS`) holds per time and key since migration 10.
+CALLS_VALUES = _CALLS_SUMS + (LATENCY_HIST, CONFIDENCE_HIST)
 USERS_KEY: tuple[tuple[str, str], ...] = (
     ("ProjectId", "ProjectId"),
     ("TenantId", "TenantId"),
@@ -452,39 +454,62 @@ def _daily_rollups(t: Target) -> list[str]:
                             string_keys=("UserId",)))
 
 
+# The call rollups: (table, time column, its expression over Timestamp).
+_CALL_TIERS = CALLS_ROLLUPS + ((CALLS_1D_TABLE, "Day", "toStartOfDay(Timestamp, 'UTC')"),)
+
+
+def _add_call_column(t: Target, table: str, time_col: str, time_expr: str,
+                     column: tuple[str, str, str], values: tuple[tuple[str, str, str], ...],
+                     also: tuple[tuple[str, str, str], ...] = (), only: str = "") -> list[str]:
+    """`column` added to a call rollup: the column (with `also`'s on the Distributed table in
+    cluster mode), its view re-created to feed `values`, and `column` counted for the spans
+    already stored (single node): extra rows carrying only it and the same first and last
+    call times, which add nothing else; `only` (SQL) skips the spans that add nothing to it.
+    Run before ingest starts: spans written meanwhile may be missed or counted twice in it."""
+    name, typ, expr = column
+    order = ", ".join(n for n, _ in CALLS_KEY)
+    tables = [t.local(table)] + ([f"{t.database}.{table}"] if t.cluster else [])
+    added = [(name, typ)] + [(n, ty) for n, ty, _ in also if t.cluster]
+    statements = [f"ALTER TABLE {each}{t.on_cluster} ADD COLUMN IF NOT EXISTS {n} {ty}"
+                  for each in tables for n, ty in added]
+    statements += [
+        f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
+        _rollup_view(t, table, _rollup_select(t, time_col, time_expr, CALLS_KEY, values))]
+    if not t.cluster:
+        fill = ",\n    ".join([f"{time_expr} AS {time_col}"]
+                              + [f"{e} AS {n}" for n, e in CALLS_KEY] + [
+            "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
+        statements.append(
+            f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})"
+            f"\nSELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
+            f"WHERE Operation != ''{f' AND {only}' if only else ''}\n"
+            f"GROUP BY {time_col}, {order}")
+    return statements
+
+
 def _latency_histograms(t: Target) -> list[str]:
     """`LATENCY_HIST` in place of the t-digest `LatencyState` in the per-minute, hourly and
-    daily call rollups: each gets the column, a view re-created with it, the histograms of
-    the spans already stored (extra rows carrying only the histogram and the same first and
-    last call times, which add nothing else), and loses the t-digest column. In cluster mode
-    the Distributed tables get the same columns, and the hourly one the confidence histogram
-    migration 7 added to the local table only. Run before ingest starts, as migration 7."""
-    name, typ, expr = LATENCY_HIST
-    order = ", ".join(n for n, _ in CALLS_KEY)
+    daily call rollups (`_add_call_column`), which then lose the t-digest column. In cluster
+    mode the Distributed tables get the same columns, and the hourly one the confidence
+    histogram migration 7 added to the local table only."""
     statements = []
-    for table, time_col, time_expr, extra in (
-            (CALLS_1M_TABLE, "Minute", "toStartOfMinute(Timestamp, 'UTC')", ()),
-            (CALLS_1H_TABLE, "Hour", "toStartOfHour(Timestamp, 'UTC')", (CONFIDENCE_HIST,)),
-            (CALLS_1D_TABLE, "Day", "toStartOfDay(Timestamp, 'UTC')", (CONFIDENCE_HIST,))):
+    for table, time_col, time_expr in _CALL_TIERS:
+        extra = () if table == CALLS_1M_TABLE else (CONFIDENCE_HIST,)
+        statements += _add_call_column(t, table, time_col, time_expr, LATENCY_HIST,
+                                       _CALLS_VALUES_9 + extra, also=extra)
         tables = [t.local(table)] + ([f"{t.database}.{table}"] if t.cluster else [])
-        added = [(name, typ)] + [(n, ty) for n, ty, _ in extra if t.cluster]
-        statements += [f"ALTER TABLE {each}{t.on_cluster} ADD COLUMN IF NOT EXISTS {n} {ty}"
-                       for each in tables for n, ty in added]
-        statements += [
-            f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
-            _rollup_view(t, table, _rollup_select(t, time_col, time_expr, CALLS_KEY,
-                                                  CALLS_VALUES + extra))]
-        if not t.cluster:
-            fill = ",\n    ".join([f"{time_expr} AS {time_col}"]
-                                  + [f"{e} AS {n}" for n, e in CALLS_KEY] + [
-                "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
-            statements.append(
-                f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})"
-                f"\nSELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
-                f"WHERE Operation != ''\nGROUP BY {time_col}, {order}")
         statements += [f"ALTER TABLE {each}{t.on_cluster} DROP COLUMN IF EXISTS LatencyState"
                        for each in tables]
     return statements
+
+
+def _minute_confidence(t: Target) -> list[str]:
+    """`CONFIDENCE_HIST` in the per-minute call rollup too (`_add_call_column`): every call
+    rollup then has the columns of `CALLS_VALUES`, and a window's confidence histogram reads
+    its whole minutes from the rollup, where it read up to two hours of spans at its ends."""
+    table, time_col, time_expr = _CALL_TIERS[0]
+    return _add_call_column(t, table, time_col, time_expr, CONFIDENCE_HIST, CALLS_VALUES,
+                            only="Confidence IS NOT NULL")
 
 
 @dataclass(frozen=True)
@@ -507,6 +532,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _daily_rollups),
     Migration(9, "latency histograms in place of t-digests in the AI call rollups",
               _latency_histograms),
+    Migration(10, "confidence histogram in the per-minute AI call rollup", _minute_confidence),
 )
 
 # Tables with a retention TTL, and the column it is counted from.
