@@ -1,13 +1,14 @@
-"""Every SQL query the dashboard pages run, one function each, returning a DataFrame.
+"""Every SQL query the dashboard pages run, one function each, returning a DataFrame (or two,
+where one read groups the same rows two ways: a summary and its series).
 
-Each is a plain function `f(store, start, end, ..., filters=None) -> DataFrame`, so benchmarks
-time exactly what the pages run. Values travel as ClickHouse server-side parameters
+Each is a plain function `f(store, start, end, ..., filters=None)`, so benchmarks time exactly
+what the pages run. Values travel as ClickHouse server-side parameters
 (`{name:Type}`), never as SQL text: the SQL of a query is the same string whatever the filter
 values (an unset filter is `''` and its clause reads `({f:String} = '' OR col = {f:String})`);
 only our own table name and fixed expressions are formatted in. Every query is bounded by
-`[start, end)` (datetimes; naive ones are taken as UTC) and, except a trace's own spans, counts
-AI spans only (`Operation != ''`), so the plain HTTP or database spans of a service never show
-up as calls. The same SQL runs on chDB and a ClickHouse server.
+`[start, end)` (datetimes; naive ones are taken as UTC; `version_history` by the whole UTC
+days it touches) and, except a trace's own spans, counts AI spans only (`Operation != ''`), so
+the plain HTTP or database spans of a service never show up as calls. The same SQL runs on chDB and a ClickHouse server.
 
 Aggregates (totals, cost per feature / model / version, version series and summaries, filter
 options) read the per-day, per-hour and per-minute rollups of schema migrations 6 and 8 plus
@@ -325,6 +326,10 @@ def totals(store: Store, start: datetime, end: datetime, bucket_seconds: int,
             .reset_index(drop=True))
 
 
+# The dimensions the call rollups are keyed by (`cost_by_each`); users and tenants are not.
+_ROLLUP_KEYS = ("service", "project", "feature", "model", "version")
+
+
 def cost_by(store: Store, start: datetime, end: datetime, by: str,
             filters: Filters | None = None, limit: int = 50) -> pd.DataFrame:
     """Cost per value of one dimension (`by`: service, project, feature, model, version, user,
@@ -342,8 +347,6 @@ def cost_by(store: Store, start: datetime, end: datetime, by: str,
         rows = cost_per_user_and_tenant(store, start, end, filters, limit)
     return rows[rows["dimension"] == by].drop(columns="dimension").reset_index(drop=True)
 
-
-_ROLLUP_KEYS = ("service", "project", "feature", "model", "version")
 
 
 def cost_by_each(store: Store, start: datetime, end: datetime, dimensions: tuple[str, ...],
