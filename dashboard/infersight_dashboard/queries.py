@@ -319,11 +319,8 @@ def totals(store: Store, start: datetime, end: datetime, bucket_seconds: int,
     """
     df = store.query(sql, _params(start, end, filters, bucket=bucket,
                                   **_tier_params(start, end, bucket)))
-    whole = df["whole"] == 1
-    series = df[~whole].drop(columns=["whole", "input_tokens", "output_tokens"])
-    return (df[whole].drop(columns=["bucket", "whole"]).reset_index(drop=True),
-            series[["bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms"]]
-            .reset_index(drop=True))
+    summary, series = _split_grouping(df)
+    return summary, series[["bucket", "calls", "errors", "cost_usd", "tokens", "p95_latency_ms"]]
 
 
 # The dimensions the call rollups are keyed by (`cost_by_each`); users and tenants are not.
@@ -501,10 +498,8 @@ def version_stats(store: Store, start: datetime, end: datetime, bucket_seconds: 
     """
     df = store.query(sql, _params(start, end, filters, bucket=bucket, min_calls=int(min_calls),
                                   **_tier_params(start, end, bucket)))
-    whole = df["whole"] == 1
-    summary = df[whole].drop(columns=["bucket", "whole", "q"])
-    series = df[~whole].drop(columns=["whole", "q", "first_seen", "last_seen", "cost_per_call"])
-    return summary.reset_index(drop=True), series.reset_index(drop=True)
+    summary, series = _split_grouping(df.drop(columns="q"))
+    return summary, series.drop(columns=["first_seen", "last_seen", "cost_per_call"])
 
 
 def confidence_histogram(store: Store, start: datetime, end: datetime,
@@ -661,9 +656,15 @@ def feedback_stats(store: Store, start: datetime, end: datetime, bucket_seconds:
     """
     df = store.query(sql, _feedback_params(start, end, filters, bucket=int(bucket_seconds),
                                            min_feedback=int(min_feedback)))
+    return _split_grouping(df)
+
+
+def _split_grouping(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of a `GROUPING SETS` query with and without its `bucket` (told apart by its
+    `whole` column, `grouping(bucket)`): (summary without bucket, series), re-indexed."""
     whole = df["whole"] == 1
-    summary = df[whole].drop(columns=["bucket", "whole"])
-    return summary.reset_index(drop=True), df[~whole].drop(columns="whole").reset_index(drop=True)
+    return (df[whole].drop(columns=["bucket", "whole"]).reset_index(drop=True),
+            df[~whole].drop(columns="whole").reset_index(drop=True))
 
 
 def _table(store: Store) -> str:

@@ -415,9 +415,8 @@ def _hourly_confidence_and_users(t: Target) -> list[str]:
     by project, tenant and user, filled like migration 6's; and a minmax index on CostUsd,
     with which ClickHouse's top-k reading skips granules. Run before ingest
     starts: spans written while it runs may be missed or counted twice in the histogram."""
-    name, typ, expr = CONFIDENCE_HIST
+    name, typ, _ = CONFIDENCE_HIST
     table, time_col, time_expr = CALLS_ROLLUPS[1]
-    order = ", ".join(n for n, _ in CALLS_KEY)
     statements = [
         f"ALTER TABLE {t.local(table)}{t.on_cluster} ADD COLUMN IF NOT EXISTS {name} {typ}",
         f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
@@ -425,13 +424,8 @@ def _hourly_confidence_and_users(t: Target) -> list[str]:
                                               _CALLS_VALUES_6 + (CONFIDENCE_HIST,))),
     ]
     if not t.cluster:
-        fill = ",\n    ".join([f"{time_expr} AS {time_col}"]
-                              + [f"{e} AS {n}" for n, e in CALLS_KEY] + [
-            "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
-        statements.append(
-            f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})\n"
-            f"SELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
-            f"WHERE Operation != '' AND Confidence IS NOT NULL\nGROUP BY {time_col}, {order}")
+        statements.append(_fill_call_column(t, table, time_col, time_expr, CONFIDENCE_HIST,
+                                            only="Confidence IS NOT NULL"))
     statements += _calls_rollup(t, USERS_1H_TABLE, "Hour", "toStartOfHour(Timestamp, 'UTC')",
                                 USERS_KEY, USERS_VALUES, string_keys=("UserId",))
     # The most expensive calls: ORDER BY CostUsd DESC LIMIT n skips granules by their max.
@@ -464,27 +458,40 @@ def _add_call_column(t: Target, table: str, time_col: str, time_expr: str,
     """`column` added to a call rollup: the column (with `also`'s on the Distributed table in
     cluster mode), its view re-created to feed `values`, and `column` counted for the spans
     already stored (single node): extra rows carrying only it and the same first and last
-    call times, which add nothing else; `only` (SQL) skips the spans that add nothing to it.
-    Run before ingest starts: spans written meanwhile may be missed or counted twice in it."""
-    name, typ, expr = column
-    order = ", ".join(n for n, _ in CALLS_KEY)
-    tables = [t.local(table)] + ([f"{t.database}.{table}"] if t.cluster else [])
+    call times (`_fill_call_column`, with `only`). Run before ingest starts: spans written
+    meanwhile may be missed or counted twice in it."""
+    name, typ, _ = column
     added = [(name, typ)] + [(n, ty) for n, ty, _ in also if t.cluster]
     statements = [f"ALTER TABLE {each}{t.on_cluster} ADD COLUMN IF NOT EXISTS {n} {ty}"
-                  for each in tables for n, ty in added]
+                  for each in _local_and_distributed(t, table) for n, ty in added]
     statements += [
         f"DROP VIEW IF EXISTS {t.local(table + '_mv')}{t.on_cluster}",
         _rollup_view(t, table, _rollup_select(t, time_col, time_expr, CALLS_KEY, values))]
     if not t.cluster:
-        fill = ",\n    ".join([f"{time_expr} AS {time_col}"]
-                              + [f"{e} AS {n}" for n, e in CALLS_KEY] + [
-            "min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall", f"{expr} AS {name}"])
-        statements.append(
-            f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})"
-            f"\nSELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
+        statements.append(_fill_call_column(t, table, time_col, time_expr, column, only))
+    return statements
+
+
+def _fill_call_column(t: Target, table: str, time_col: str, time_expr: str,
+                      column: tuple[str, str, str], only: str = "") -> str:
+    """The INSERT that counts `column` for the spans already stored in a call rollup: rows
+    carrying only it and the same first and last call times, which add nothing else; `only`
+    (SQL) skips the spans that add nothing to it."""
+    name, _, expr = column
+    order = ", ".join(n for n, _ in CALLS_KEY)
+    fill = ",\n    ".join([f"{time_expr} AS {time_col}"] + [f"{e} AS {n}" for n, e in CALLS_KEY]
+                          + ["min(Timestamp) AS FirstCall", "max(Timestamp) AS LastCall",
+                             f"{expr} AS {name}"])
+    return (f"INSERT INTO {t.local(table)} ({time_col}, {order}, FirstCall, LastCall, {name})\n"
+            f"SELECT\n    {fill}\nFROM {t.local(SPANS_TABLE)}\n"
             f"WHERE Operation != ''{f' AND {only}' if only else ''}\n"
             f"GROUP BY {time_col}, {order}")
-    return statements
+
+
+def _local_and_distributed(t: Target, table: str) -> list[str]:
+    """Where an ALTER of `table`'s columns goes: its local table, and in cluster mode also
+    the Distributed table in front of it."""
+    return [t.local(table)] + ([f"{t.database}.{table}"] if t.cluster else [])
 
 
 def _latency_histograms(t: Target) -> list[str]:
@@ -497,9 +504,8 @@ def _latency_histograms(t: Target) -> list[str]:
         extra = () if table == CALLS_1M_TABLE else (CONFIDENCE_HIST,)
         statements += _add_call_column(t, table, time_col, time_expr, LATENCY_HIST,
                                        _CALLS_VALUES_9 + extra, also=extra)
-        tables = [t.local(table)] + ([f"{t.database}.{table}"] if t.cluster else [])
         statements += [f"ALTER TABLE {each}{t.on_cluster} DROP COLUMN IF EXISTS LatencyState"
-                       for each in tables]
+                       for each in _local_and_distributed(t, table)]
     return statements
 
 
