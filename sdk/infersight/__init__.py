@@ -123,7 +123,7 @@ def instrument(service_name: str | None = None, *, endpoint: str | None = None,
             _state.capture_content = settings.capture_content
             if _provider is None or tracer_provider is not None:
                 _provider = _choose_provider(settings, tracer_provider)
-                _state.tracer = _provider.get_tracer("infersight", __version__)
+                _state.use_tracer(_provider.get_tracer("infersight", __version__))
                 _add_spend_processor(_provider)
             if not _instrumented:
                 for instrumentor in _instrumentors:

@@ -15,10 +15,35 @@ from opentelemetry import trace
 log = logging.getLogger("infersight")
 
 tracer: trace.Tracer = trace.NoOpTracer()
+# Whether `tracer`'s sampler decides without reading a span's attributes (the SDK's built-in
+# samplers): then a span's starting attributes can skip the SDK's per-value checks.
+attribute_blind = False
 capture_content = False
 
 _failures: Counter[str] = Counter()
 _failures_lock = threading.Lock()
+
+
+def use_tracer(new: trace.Tracer) -> None:
+    global tracer, attribute_blind
+    tracer = new
+    attribute_blind = _attribute_blind(getattr(new, "sampler", None))
+
+
+def _attribute_blind(sampler: object) -> bool:
+    """True for the SDK's samplers that never read attributes: always on/off, trace-id ratio,
+    and parent-based ones whose delegates are all such. A subclass may override
+    `should_sample`, so only these exact classes count."""
+    from opentelemetry.sdk.trace import sampling as s
+
+    if type(sampler) in (s.StaticSampler, s._AlwaysOn, s._AlwaysOff, s.TraceIdRatioBased):
+        return True
+    if type(sampler) in (s.ParentBased, s.ParentBasedTraceIdRatio, s._ParentBasedAlwaysOn,
+                         s._ParentBasedAlwaysOff):
+        return all(_attribute_blind(getattr(sampler, name, None)) for name in (
+            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+            "_local_parent_sampled", "_local_parent_not_sampled"))
+    return False
 
 
 def record_failure(where: str, exc: BaseException) -> None:

@@ -6,10 +6,16 @@ from __future__ import annotations
 import enum
 import logging
 
+import openai
 import pytest
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider, sampling
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan
 
+import infersight
+from infersight import _state
 from infersight.instrumentors import set_attributes
 
 
@@ -97,3 +103,63 @@ def test_a_span_that_is_not_the_sdks_gets_its_own_set_attributes():
     set_attributes(span, {"a": 1, "reasons": ["stop"]})
     assert span.given == [{"a": 1, "reasons": ["stop"]}]
     set_attributes(INVALID_SPAN, {"a": 1})  # a non-recording span: nothing to store, no error
+
+
+# ---- a span's starting attributes and the sampler -------------------------------------------
+
+class ByModel(Sampler):
+    """Reads the attributes it is given: samples only calls of one request model."""
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,
+                      links=None, trace_state=None):
+        keep = (attributes or {}).get("gen_ai.request.model") == self.model
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes)
+
+    def get_description(self) -> str:
+        return "ByModel"
+
+
+class Ratio(sampling.TraceIdRatioBased):
+    """A subclass may read attributes: it is not taken for the built-in one."""
+
+
+@pytest.mark.parametrize("sampler, blind", [
+    (sampling.ALWAYS_ON, True), (sampling.ALWAYS_OFF, True),
+    (sampling.DEFAULT_ON, True), (sampling.ParentBasedTraceIdRatio(0.5), True),
+    (sampling.TraceIdRatioBased(0.5), True), (sampling.ParentBased(sampling.ALWAYS_ON), True),
+    (ByModel("x"), False), (sampling.ParentBased(ByModel("x")), False),
+    (sampling.ParentBased(sampling.ALWAYS_ON, local_parent_sampled=ByModel("x")), False),
+    (Ratio(0.5), False), (None, False),
+])
+def test_only_samplers_that_never_read_attributes_are_called_blind(sampler, blind):
+    assert _state._attribute_blind(sampler) is blind
+
+
+@pytest.mark.parametrize("sampler", [sampling.DEFAULT_ON, ByModel("gpt-4o-mini")])
+def test_a_call_span_starts_with_its_request_attributes_whichever_the_sampler(
+        sampler, fake_openai):
+    """Under a built-in sampler the request attributes skip the SDK's checks; a sampler that
+    reads them still gets them, and decides by them."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    infersight.instrument(tracer_provider=provider)
+    try:
+        assert _state.attribute_blind is (sampler is sampling.DEFAULT_ON)
+        client = openai.OpenAI(base_url=fake_openai.base_url, api_key="t", max_retries=0)
+        for model in ("gpt-4o-mini", "gpt-4o"):
+            client.chat.completions.create(model=model, max_tokens=10, temperature=0.5,
+                                           messages=[{"role": "user", "content": "hi"}])
+    finally:
+        infersight.uninstrument()
+    spans = exporter.get_finished_spans()
+    expected = ["gpt-4o-mini", "gpt-4o"] if sampler is sampling.DEFAULT_ON else ["gpt-4o-mini"]
+    assert [s.attributes["gen_ai.request.model"] for s in spans] == expected
+    for span in spans:
+        assert span.attributes["gen_ai.request.max_tokens"] == 10
+        assert type(span.attributes["gen_ai.request.temperature"]) is float
+        assert span.attributes["gen_ai.provider.name"] == "openai"
+        assert span.attributes["gen_ai.usage.input_tokens"] > 0

@@ -89,6 +89,10 @@ def start_span(name: str, attributes: dict[str, Any]) -> Span:
     tags = current_tags()
     if tags:
         attributes.update(tags)
+    if _state.attribute_blind:  # the sampler ignores them: written as `set_attributes` does
+        span = _state.tracer.start_span(name, kind=SpanKind.CLIENT)
+        set_attributes(span, attributes)
+        return span
     return _state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
