@@ -32,10 +32,11 @@ _FIXED32 = struct.Struct("<I").pack
 _SMALL = [bytes((i,)) for i in range(128)]
 _MAX_CACHED = 4096
 _key_prefixes: dict[str, bytes] = {}
-# Whole encoded attributes of string and bool values by (field tag, key, value): operation,
-# provider, model names and the like repeat across calls. Cleared when full, so unique values
-# (response ids) cannot grow it.
-_fields: dict[tuple[int, str, Any], bytes] = {}
+# Whole encoded attributes of bool and string-tuple values by (field tag, key, type, value).
+# Cleared when full, as `_heads` is.
+_fields: dict[tuple[int, str, type, Any], bytes] = {}
+# KeyValue heads (`_head`) by (field tag, key, value type, value size).
+_heads: dict[tuple[int, str, type, int], bytes] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -88,18 +89,32 @@ def _value(value: Any) -> bytes:
     raise TypeError(f"cannot encode a {type(value).__name__} attribute value")
 
 
-def _field(tag: int, key: str, value: Any) -> bytes:
-    """One attribute as a KeyValue in field `tag`; raises TypeError for a value OTLP cannot
-    carry."""
+def _key_prefix(key: str) -> bytes:
     prefix = _key_prefixes.get(key)
     if prefix is None:
         raw = str(key).encode()
         prefix = b"\x0a" + _varint(len(raw)) + raw
         if len(_key_prefixes) < _MAX_CACHED:
             _key_prefixes[key] = prefix
+    return prefix
+
+
+def _field(tag: int, key: str, value: Any) -> bytes:
+    """One attribute as a KeyValue in field `tag`; raises TypeError for a value OTLP cannot
+    carry."""
     body = _value(value)
-    kv = prefix + b"\x12" + _varint(len(body)) + body
+    kv = _key_prefix(key) + b"\x12" + _varint(len(body)) + body
     return _SMALL[tag] + _varint(len(kv)) + kv
+
+
+def _head(tag: int, key: str, kind: type, size: int) -> bytes:
+    """All of a KeyValue in field `tag` before the bytes of its value, for a str (`size`
+    bytes of UTF-8), a non-negative int (`size` bytes of varint) or a float: tag, lengths,
+    key and the AnyValue's header."""
+    header = b"\x0a" + _varint(size) if kind is str else b"\x18" if kind is int else b"\x21"
+    body = len(header) + size
+    kv = _key_prefix(key) + b"\x12" + _varint(body)
+    return _SMALL[tag] + _varint(len(kv) + body) + kv + header
 
 
 def _attributes(attributes: Mapping[str, Any] | None, tag: int) -> bytes:
@@ -110,20 +125,42 @@ def _attributes(attributes: Mapping[str, Any] | None, tag: int) -> bytes:
     # The SDK's BoundedAttributes reads through Python-level Mapping methods; its dict does not.
     items = getattr(attributes, "_dict", attributes).items()
     parts = []
+    append = parts.append
     for key, value in items:
-        try:
-            if type(value) is str or type(value) is bool:
-                cached = _fields.get((tag, key, value))
-                if cached is None:
-                    cached = _field(tag, key, value)
-                    if len(_fields) >= _MAX_CACHED:
-                        _fields.clear()
-                    _fields[(tag, key, value)] = cached
-                parts.append(cached)
-            else:
-                parts.append(_field(tag, key, value))
-        except TypeError:
+        # Strings, counts and costs: a cached head and the value's own bytes.
+        kind = type(value)
+        if kind is str:
+            payload = value.encode()
+        elif kind is int and 0 <= value < 1 << 63:
+            payload = _SMALL[value] if value < 0x80 else _varint(value)
+        elif kind is float:
+            payload = _DOUBLE(value)
+        else:
+            # Bools and tuples of strings (finish reasons) repeat across calls: the whole
+            # KeyValue is cached, by type too, since equal values of two types collide
+            # (True == 1, (True,) == (1,)).
+            cacheable = kind is bool or (kind is tuple and all(type(v) is str for v in value))
+            if cacheable:
+                cached = _fields.get((tag, key, kind, value))
+                if cached is not None:
+                    append(cached)
+                    continue
+            try:
+                encoded = _field(tag, key, value)
+            except TypeError:
+                continue
+            if cacheable:
+                if len(_fields) >= _MAX_CACHED:
+                    _fields.clear()
+                _fields[(tag, key, kind, value)] = encoded
+            append(encoded)
             continue
+        head = _heads.get((tag, key, kind, len(payload)))
+        if head is None:
+            if len(_heads) >= _MAX_CACHED:
+                _heads.clear()
+            head = _heads[(tag, key, kind, len(payload))] = _head(tag, key, kind, len(payload))
+        append(head + payload)
     return b"".join(parts)
 
 

@@ -142,3 +142,14 @@ def test_a_value_otlp_cannot_carry_is_left_out_as_otel_leaves_it(value):
     spans[0]._attributes = dict(spans[0].attributes, odd=value)
     ours = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
     assert ours == otel_encode(spans)
+
+
+def test_cached_encodings_keep_equal_values_of_two_types_apart():
+    """True == 1 and (True,) == (1,) in Python: a cache keyed by value alone would send one
+    as the other."""
+    memory = InMemorySpanExporter()
+    tracer = _provider(memory, {"service.name": "types"}).get_tracer("t")
+    for value in (True, 1, (True,), (1,), 1.0, "1", False, 0, 0.0, 127, 128, 2**63 - 1, -1):
+        tracer.start_span("s", attributes={"same.key": value}).end()
+    spans = memory.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
