@@ -156,6 +156,86 @@ def test_stream_span_ends_when_abandoned(spans, client):
     only_span(spans)
 
 
+def _stream(client):
+    return client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                          stream_options={"include_usage": True})
+
+
+def test_stream_read_by_hand_then_by_loop_counts_every_chunk(spans, client, fake_openai):
+    fake_openai.expect(Reply(content="a b c", prompt_tokens=7, completion_tokens=3))
+    stream = _stream(client)
+    first = next(stream)
+    rest = [c for c in stream]
+    assert first.choices[0].delta.role == "assistant" and rest[-1].usage is not None
+    attrs = only_span(spans).attributes
+    assert attrs[A.INPUT_TOKENS] == 7 and attrs[A.OUTPUT_TOKENS] == 3
+    assert list(attrs[A.FINISH_REASONS]) == ["stop"]
+    assert A.TIME_TO_FIRST_CHUNK in attrs
+
+
+def test_stream_relayed_by_yield_from_stays_open_until_its_last_chunk(spans, client,
+                                                                      fake_openai):
+    """A relay keeps only the iterator of the stream, not the stream object itself."""
+    fake_openai.expect(Reply(content="a b c", prompt_tokens=7, completion_tokens=3))
+
+    def relay():
+        yield from _stream(client)
+
+    chunks = relay()
+    next(chunks)
+    gc.collect()
+    assert spans.get_finished_spans() == ()
+    assert list(chunks)[-1].usage is not None
+    assert only_span(spans).attributes[A.OUTPUT_TOKENS] == 3
+
+
+def test_stream_left_by_break_stays_open_until_closed(spans, client):
+    stream = _stream(client)
+    for _ in stream:
+        break
+    gc.collect()
+    assert spans.get_finished_spans() == ()
+    stream.close()
+    only_span(spans)
+
+
+def test_stream_chunk_failure_is_counted_and_the_stream_goes_on(spans, client, fake_openai,
+                                                                monkeypatch):
+    fake_openai.expect(Reply(content="a b c", prompt_tokens=7, completion_tokens=3))
+
+    def broken(_self, _chunk):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(openai_instr.ChoicesAccumulator, "add", broken)
+    before = _state.failures().get("openai stream chunk:RuntimeError", 0)
+    assert "".join(c.choices[0].delta.content or "" for c in _stream(client) if c.choices) \
+        == "a b c "
+    assert _state.failures()["openai stream chunk:RuntimeError"] == before + 6
+    only_span(spans)
+
+
+def test_stream_raising_midway_ends_the_span_with_the_error(spans, client):
+    """The provider's stream is stubbed (the fake server cannot break a stream midway): the
+    wrapper `instrument()` installed is fed the client's own chunks, then an error."""
+    chunks = list(_stream(client))
+    spans.clear()
+
+    def provider(*_args, **_kwargs):
+        yield from chunks[:2]
+        raise openai.APIConnectionError(request=None)
+
+    wrapper = openai.resources.chat.completions.Completions.__dict__["create"]._self_wrapper
+    stream = wrapper(provider, client.chat.completions, (),
+                     {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True})
+    with pytest.raises(openai.APIConnectionError):
+        for _ in stream:
+            pass
+    span = only_span(spans)
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes[A.ERROR_TYPE] == "APIConnectionError"
+    assert span.attributes[A.RESPONSE_MODEL] == "gpt-4o-mini"  # from the chunks read
+
+
 def test_async_chat_and_async_stream(spans, aclient, fake_openai):
     fake_openai.expect(Reply(prompt_tokens=10, completion_tokens=3),
                        Reply(content="x y", prompt_tokens=20, completion_tokens=2))

@@ -267,3 +267,26 @@ def test_a_hosts_own_price_applies_to_the_open_models_it_serves(spans, fake_open
     assert attrs[A.COST] == pytest.approx(cost_usd(
         "openai/gpt-oss-120b", Usage(input=1000, output=100), provider=provider))
     assert attrs[A.COST_SOURCE] == "sdk"
+
+
+def test_async_stream_loop_left_by_break_stays_open_until_closed(spans, aclient, fake_openai):
+    fake_openai.expect(Reply(content="a b", prompt_tokens=4, completion_tokens=2))
+
+    async def main():
+        whole = await aclient.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True,
+            stream_options={"include_usage": True})
+        chunks = [c async for c in whole]
+        left = await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                     stream=True)
+        async for _ in left:
+            break
+        assert len(spans.get_finished_spans()) == 1
+        await left.close()
+        return chunks
+
+    chunks = asyncio.run(main())
+    whole, left = spans.get_finished_spans()
+    assert chunks[-1].usage is not None
+    assert whole.attributes[A.INPUT_TOKENS] == 4 and A.TIME_TO_FIRST_CHUNK in whole.attributes
+    assert left.attributes[A.RESPONSE_MODEL] == "gpt-4o-mini"

@@ -268,10 +268,10 @@ class Stream(wrapt.ObjectProxy):
         if state is not None:
             state.end()
 
-    def __iter__(self):
-        return self
+    def __iter__(self):  # a `for` loop: chunks pass through a generator, not `__next__`
+        return _follow(self, self._self_state)
 
-    def __next__(self):  # per chunk: kept to one call into StreamState
+    def __next__(self):  # `next(stream)` called by hand
         state = self._self_state
         step = self._self_next
         if step is None:  # an iterable such as botocore's EventStream
@@ -304,6 +304,47 @@ class Stream(wrapt.ObjectProxy):
             self._self_state.end()
 
 
+def _follow(proxy: "Stream", state: StreamState):
+    """The chunks of the stream behind `proxy`, each added to `state` on its way to the
+    caller. A generator resumes for a fraction of a proxy's `__next__` (a Python method
+    reading the proxy's own attributes through wrapt), which a streamed call pays once per
+    chunk. The generator holds `proxy`, whose collection ends the span: a caller may keep
+    only the iterator (`yield from`). Leaving the loop early ends nothing by itself: the
+    proxy's close, exit or collection does."""
+    add = state.accumulator.add
+    try:
+        for item in proxy.__wrapped__:
+            if state.first is None:
+                state.first = now()
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{state.where} stream chunk", exc)
+            yield item
+    except Exception as exc:
+        state.end(exc)
+        raise
+    state.end()
+
+
+async def _follow_async(proxy: "AsyncStream", state: StreamState):
+    """`_follow` for an async stream."""
+    add = state.accumulator.add
+    try:
+        async for item in proxy.__wrapped__:
+            if state.first is None:
+                state.first = now()
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{state.where} stream chunk", exc)
+            yield item
+    except Exception as exc:
+        state.end(exc)
+        raise
+    state.end()
+
+
 class AsyncStream(wrapt.ObjectProxy):
     """The async twin of `Stream`: async iterators, async generators and async iterables."""
 
@@ -317,10 +358,10 @@ class AsyncStream(wrapt.ObjectProxy):
         if state is not None:
             state.end()
 
-    def __aiter__(self):
-        return self
+    def __aiter__(self):  # an `async for` loop: see `_follow`
+        return _follow_async(self, self._self_state)
 
-    async def __anext__(self):
+    async def __anext__(self):  # `await anext(stream)` called by hand
         step = self._self_next
         if step is None:
             step = self._self_next = self.__wrapped__.__aiter__().__anext__
