@@ -13,8 +13,9 @@ each round pays for the export of its own spans:
 Floor and infersight share one TracerProvider with a BatchSpanProcessor (the SDK's queue size,
 512-span batches) over an exporter that encodes each batch to OTLP protobuf and discards the
 bytes: the encoding is paid, the socket is not. The encoder is the one the instrumentation
-under test exports with: the SDK's own (`infersight._otlp`) for infersight and its floor, the
-OTel exporter's for each peer and its floor. Overhead = the median over rounds of (way - bare
+under test exports with: the SDK's own (`infersight._otlp`, whose bytes its exporter sends
+as they are) for infersight and its floor, the OTel exporter's (a message, serialised) for
+each peer and its floor. Overhead = the median over rounds of (way - bare
 in the same round); the figure that matters is infersight's overhead over the floor's.
 On this shared machine a streamed call's CPU time varies by more than that overhead from round
 to round, so the same three ways are also timed with the provider call stubbed (the wrapper
@@ -147,7 +148,7 @@ def anthropic_calls() -> dict[str, Callable[[], None]]:
 def provider_with_encoding_exporter(queue: int, encode: Callable | None = None):
     """A TracerProvider whose BatchSpanProcessor (queue of `queue` spans, 512-span batches)
     encodes every batch to an OTLP request with `encode` (default: the OTel exporter's
-    encoder), serialises it and drops the bytes."""
+    encoder), serialises it unless it gave bytes, and drops the bytes."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -159,7 +160,9 @@ def provider_with_encoding_exporter(queue: int, encode: Callable | None = None):
 
     class EncodeAndDiscard(SpanExporter):
         def export(self, spans):
-            (encode or encode_spans)(spans).SerializeToString()
+            request = (encode or encode_spans)(spans)
+            if not isinstance(request, bytes):
+                request.SerializeToString()
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
@@ -244,10 +247,10 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
     import infersight
     from infersight import config
 
-    from infersight._otlp import export_request
+    from infersight._otlp import encode_spans
 
     queue = config.load().max_queue_size
-    provider = provider_with_encoding_exporter(queue, export_request)
+    provider = provider_with_encoding_exporter(queue, encode_spans)
     cases = {**openai_calls(), **anthropic_calls(), **sklearn_calls()}
     ours = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
                    infersight.uninstrument, provider, calls, rounds)
@@ -537,10 +540,10 @@ def _child(mode: str, calls: int, endpoint: str) -> dict:
         logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     if mode == "memory":
         from infersight import config
-        from infersight._otlp import export_request
+        from infersight._otlp import encode_spans
 
         infersight.instrument(tracer_provider=provider_with_encoding_exporter(
-            config.load().max_queue_size, export_request))
+            config.load().max_queue_size, encode_spans))
     else:
         infersight.instrument(service_name="bench-" + mode, endpoint=endpoint)
     call = openai_calls()["openai sync"]

@@ -128,7 +128,8 @@ def test_an_encoding_failure_falls_back_to_the_otel_encoder_and_is_counted(monke
     before = _state.failures().get("encode spans:RuntimeError", 0)
     exporter = _otlp.SpanExporter(endpoint="http://127.0.0.1:1", insecure=True)
     try:
-        assert exporter._translate_data(spans) == otel_encode(spans)
+        sent = exporter._translate_data(spans)
+        assert ExportTraceServiceRequest.FromString(sent) == otel_encode(spans)
     finally:
         exporter.shutdown()
     assert _state.failures()["encode spans:RuntimeError"] == before + 1
@@ -153,3 +154,24 @@ def test_cached_encodings_keep_equal_values_of_two_types_apart():
         tracer.start_span("s", attributes={"same.key": value}).end()
     spans = memory.get_finished_spans()
     assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
+
+
+def test_the_sdk_exporter_sends_its_bytes_to_a_collector_and_after_a_reconnect(collector,
+                                                                              store):
+    """The batch goes out as `encode_spans` wrote it (no message built); a reconnect, which
+    the OTel exporter makes on transient errors, keeps the bytes stub."""
+    exporter = _otlp.SpanExporter(endpoint=f"http://{collector.endpoint}", insecure=True)
+    provider = TracerProvider(resource=Resource.create({"service.name": "raw"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    try:
+        tracer.start_span("first", attributes={"gen_ai.usage.input_tokens": 420}).end()
+        exporter._initialize_channel_and_stub()
+        assert isinstance(exporter._client, _otlp._ExportBytesStub)
+        tracer.start_span("second", attributes={"gen_ai.request.model": "gpt-4o-mini"}).end()
+    finally:
+        provider.shutdown()
+    rows = store.query(f"SELECT SpanName, SpanAttributes FROM {store.database}.otel_traces "
+                       "ORDER BY SpanName")
+    assert list(rows.SpanName) == ["first", "second"]
+    assert dict(rows.SpanAttributes[1])["gen_ai.request.model"] == "gpt-4o-mini"
