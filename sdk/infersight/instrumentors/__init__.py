@@ -134,7 +134,7 @@ def set_attributes(span: Span, attrs: dict[str, Any]) -> None:
             or getattr(span, "_end_time", 0) is not None):
         span.set_attributes(attrs)
         return
-    rest = {}
+    rest = None
     with lock:
         for key, value in attrs.items():
             kind = type(value)
@@ -142,6 +142,8 @@ def set_attributes(span: Span, attrs: dict[str, Any]) -> None:
                 store[key] = value
             elif kind is list and all(type(v) in _PLAIN for v in value):
                 store[key] = tuple(value)
+            elif rest is None:
+                rest = {key: value}
             else:
                 rest[key] = value
     if rest:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # One suffix a provider appends to a base name: a date or version, "-latest", a Gemini
 # "-001" or "-preview-05-20", a Bedrock "-v1" or ":0".
@@ -41,9 +41,9 @@ _VENDOR = re.compile(r"^(anthropic|amazon|meta|mistral|cohere|ai21|deepseek|open
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Token counts as the contract defines them: `input` includes cache reads and writes."""
+class Usage(NamedTuple):
+    """Token counts as the contract defines them: `input` includes cache reads and writes.
+    A named tuple: one is built per priced call, in a third of a frozen dataclass's time."""
 
     input: int = 0
     output: int = 0
