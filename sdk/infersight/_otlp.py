@@ -17,7 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 
 from . import _state
@@ -288,13 +291,19 @@ class SpanExporter(OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # The OTel exporter makes its client with `self._stub(channel)`, at start and again
-        # when it reconnects.
-        self._stub = _ExportBytesStub
-        self._client = _ExportBytesStub(self._channel)
+        # when it reconnects (OTel exporter 1.3x); one that does neither keeps its own stub,
+        # and is sent a message (`_translate_data`).
+        channel = getattr(self, "_channel", None)
+        if channel is not None and hasattr(self, "_stub"):
+            self._stub = _ExportBytesStub
+            self._client = _ExportBytesStub(channel)
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> bytes:
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+        raw = isinstance(self._client, _ExportBytesStub)
         try:
-            return encode_spans(data)
+            encoded = encode_spans(data)
+            return encoded if raw else ExportTraceServiceRequest.FromString(encoded)
         except Exception as exc:
             _state.record_failure("encode spans", exc)
-            return super()._translate_data(data).SerializeToString()
+            request = super()._translate_data(data)
+            return request.SerializeToString() if raw else request

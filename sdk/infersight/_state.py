@@ -33,13 +33,17 @@ def use_tracer(new: trace.Tracer) -> None:
 def _attribute_blind(sampler: object) -> bool:
     """True for the SDK's samplers that never read attributes: always on/off, trace-id ratio,
     and parent-based ones whose delegates are all such. A subclass may override
-    `should_sample`, so only these exact classes count."""
+    `should_sample`, so only these exact classes count; a class this SDK version lacks is
+    simply not one of them."""
     from opentelemetry.sdk.trace import sampling as s
 
-    if type(sampler) in (s.StaticSampler, s._AlwaysOn, s._AlwaysOff, s.TraceIdRatioBased):
+    def classes(*names: str) -> tuple[type, ...]:
+        return tuple(c for c in (getattr(s, n, None) for n in names) if isinstance(c, type))
+
+    if type(sampler) in classes("StaticSampler", "_AlwaysOn", "_AlwaysOff", "TraceIdRatioBased"):
         return True
-    if type(sampler) in (s.ParentBased, s.ParentBasedTraceIdRatio, s._ParentBasedAlwaysOn,
-                         s._ParentBasedAlwaysOff):
+    if type(sampler) in classes("ParentBased", "ParentBasedTraceIdRatio", "_ParentBasedAlwaysOn",
+                                "_ParentBasedAlwaysOff"):
         return all(_attribute_blind(getattr(sampler, name, None)) for name in (
             "_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
             "_local_parent_sampled", "_local_parent_not_sampled"))

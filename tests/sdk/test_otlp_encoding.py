@@ -175,3 +175,21 @@ def test_the_sdk_exporter_sends_its_bytes_to_a_collector_and_after_a_reconnect(c
                        "ORDER BY SpanName")
     assert list(rows.SpanName) == ["first", "second"]
     assert dict(rows.SpanAttributes[1])["gen_ai.request.model"] == "gpt-4o-mini"
+
+
+def test_an_exporter_left_with_the_otel_stub_is_sent_a_message(collector, store):
+    """An OTel exporter version that makes its client another way than `self._stub(channel)`
+    keeps the OTel stub, which takes a message: the spans still arrive."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+    exporter = _otlp.SpanExporter(endpoint=f"http://{collector.endpoint}", insecure=True)
+    exporter._client = TraceServiceStub(exporter._channel)
+    provider = TracerProvider(resource=Resource.create({"service.name": "message"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        provider.get_tracer("t").start_span("via a message").end()
+        assert isinstance(exporter._translate_data(_varied_spans()), ExportTraceServiceRequest)
+    finally:
+        provider.shutdown()
+    rows = store.query(f"SELECT SpanName FROM {store.database}.otel_traces")
+    assert list(rows.SpanName) == ["via a message"]
