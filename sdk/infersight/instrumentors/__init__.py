@@ -313,15 +313,10 @@ def _follow(proxy: "Stream", state: StreamState):
     chunk. The generator holds `proxy`, whose collection ends the span: a caller may keep
     only the iterator (`yield from`). Leaving the loop early ends nothing by itself: the
     proxy's close, exit or collection does."""
-    add = state.accumulator.add
+    add = state.add
     try:
         for item in proxy.__wrapped__:
-            if state.first is None:
-                state.first = now()
-            try:
-                add(item)
-            except Exception as exc:
-                _state.record_failure(f"{state.where} stream chunk", exc)
+            add(item)
             yield item
     except Exception as exc:
         state.end(exc)
@@ -331,15 +326,10 @@ def _follow(proxy: "Stream", state: StreamState):
 
 async def _follow_async(proxy: "AsyncStream", state: StreamState):
     """`_follow` for an async stream."""
-    add = state.accumulator.add
+    add = state.add
     try:
         async for item in proxy.__wrapped__:
-            if state.first is None:
-                state.first = now()
-            try:
-                add(item)
-            except Exception as exc:
-                _state.record_failure(f"{state.where} stream chunk", exc)
+            add(item)
             yield item
     except Exception as exc:
         state.end(exc)
