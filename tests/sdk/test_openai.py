@@ -207,6 +207,7 @@ def test_stream_chunk_failure_is_counted_and_the_stream_goes_on(spans, client, f
         raise RuntimeError("injected")
 
     monkeypatch.setattr(openai_instr.ChoicesAccumulator, "add", broken)
+    monkeypatch.setattr(openai_instr.ChoicesAccumulator, "_add_lean", broken)
     before = _state.failures().get("openai stream chunk:RuntimeError", 0)
     assert "".join(c.choices[0].delta.content or "" for c in _stream(client) if c.choices) \
         == "a b c "

@@ -121,10 +121,17 @@ def test_chat_tool_calls_names_without_arguments(spans, client, fake_openai):
     assert list(attrs[A.FINISH_REASONS]) == ["tool_calls"]
 
 
+TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+         for name in ("search", "fetch")]
+
+
 def test_streamed_tool_calls_are_counted_once_each(spans, client, fake_openai):
+    """Chunks are read for tool calls when the request declared tools (a model calls no
+    other); a stream without them is read for finish reasons, usage, model and id only."""
     fake_openai.expect(Reply(content="", tool_calls=("search", "fetch"),
                              finish_reason="tool_calls"))
-    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True):
+    for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                            tools=TOOLS):
         pass
     attrs = only_span(spans).attributes
     assert attrs[A.TOOL_CALL_COUNT] == 2

@@ -230,14 +230,6 @@ class StreamState:
         self.model = model
         self.provider = provider
 
-    def add(self, item: Any) -> None:
-        if self.first is None:
-            self.first = now()
-        try:
-            self.accumulator.add(item)
-        except Exception as exc:
-            _state.record_failure(f"{self.where} stream chunk", exc)
-
     def end(self, exc: BaseException | None = None) -> None:
         if self.ended:
             return
@@ -263,31 +255,21 @@ class Stream(wrapt.ObjectProxy):
     def __init__(self, stream: Any, state: StreamState):
         super().__init__(stream)
         self._self_state = state
-        self._self_next = getattr(stream, "__next__", None)
+        self._self_chunks = None
 
     def __del__(self):  # a stream dropped half-read (cheaper per stream than weakref.finalize)
         state = getattr(self, "_self_state", None)
         if state is not None:
             state.end()
 
-    def __iter__(self):  # a `for` loop: chunks pass through a generator, not `__next__`
-        return _follow(self, self._self_state)
+    def __iter__(self):  # a `for` loop
+        return _follow(self.__wrapped__, self._self_state, self)
 
-    def __next__(self):  # `next(stream)` called by hand
-        state = self._self_state
-        step = self._self_next
-        if step is None:  # an iterable such as botocore's EventStream
-            step = self._self_next = iter(self.__wrapped__).__next__
-        try:
-            item = step()
-        except StopIteration:
-            state.end()
-            raise
-        except Exception as exc:
-            state.end(exc)
-            raise
-        state.add(item)
-        return item
+    def __next__(self):  # `next(stream)` called by hand: the same generator, kept
+        chunks = self._self_chunks
+        if chunks is None:  # not holding the proxy, which holds it
+            chunks = self._self_chunks = _follow(self.__wrapped__, self._self_state)
+        return next(chunks)
 
     def __enter__(self):
         self.__wrapped__.__enter__()
@@ -306,17 +288,23 @@ class Stream(wrapt.ObjectProxy):
             self._self_state.end()
 
 
-def _follow(proxy: "Stream", state: StreamState):
-    """The chunks of the stream behind `proxy`, each added to `state` on its way to the
-    caller. A generator resumes for a fraction of a proxy's `__next__` (a Python method
-    reading the proxy's own attributes through wrapt), which a streamed call pays once per
-    chunk. The generator holds `proxy`, whose collection ends the span: a caller may keep
-    only the iterator (`yield from`). Leaving the loop early ends nothing by itself: the
-    proxy's close, exit or collection does."""
-    add = state.add
+def _follow(stream: Any, state: StreamState, holder: Any = None):
+    """The chunks of `stream`, each given to the accumulator on its way to the caller; times
+    the first, ends the span when the stream ends or raises. A generator resumes for a
+    fraction of a proxy's Python `__next__`, which a streamed call pays once per chunk.
+    `holder` is the proxy when the caller iterates it: the generator keeps it alive, since
+    a caller may keep only the iterator (`yield from`) and the proxy's collection ends the
+    span. Leaving a loop early ends nothing by itself: the proxy's close, exit or collection
+    does."""
+    add = state.accumulator.add
     try:
-        for item in proxy.__wrapped__:
-            add(item)
+        for item in stream:
+            if state.first is None:
+                state.first = now()
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{state.where} stream chunk", exc)
             yield item
     except Exception as exc:
         state.end(exc)
@@ -324,12 +312,17 @@ def _follow(proxy: "Stream", state: StreamState):
     state.end()
 
 
-async def _follow_async(proxy: "AsyncStream", state: StreamState):
+async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
     """`_follow` for an async stream."""
-    add = state.add
+    add = state.accumulator.add
     try:
-        async for item in proxy.__wrapped__:
-            add(item)
+        async for item in stream:
+            if state.first is None:
+                state.first = now()
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{state.where} stream chunk", exc)
             yield item
     except Exception as exc:
         state.end(exc)
@@ -343,31 +336,21 @@ class AsyncStream(wrapt.ObjectProxy):
     def __init__(self, stream: Any, state: StreamState):
         super().__init__(stream)
         self._self_state = state
-        self._self_next = getattr(stream, "__anext__", None)
+        self._self_chunks = None
 
     def __del__(self):  # a stream dropped half-read (cheaper per stream than weakref.finalize)
         state = getattr(self, "_self_state", None)
         if state is not None:
             state.end()
 
-    def __aiter__(self):  # an `async for` loop: see `_follow`
-        return _follow_async(self, self._self_state)
+    def __aiter__(self):  # an `async for` loop: see `Stream`
+        return _follow_async(self.__wrapped__, self._self_state, self)
 
-    async def __anext__(self):  # `await anext(stream)` called by hand
-        step = self._self_next
-        if step is None:
-            step = self._self_next = self.__wrapped__.__aiter__().__anext__
-        state = self._self_state
-        try:
-            item = await step()
-        except StopAsyncIteration:
-            state.end()
-            raise
-        except Exception as exc:
-            state.end(exc)
-            raise
-        state.add(item)
-        return item
+    def __anext__(self):  # `await anext(stream)` called by hand
+        chunks = self._self_chunks
+        if chunks is None:
+            chunks = self._self_chunks = _follow_async(self.__wrapped__, self._self_state)
+        return chunks.__anext__()
 
     async def __aenter__(self):
         await self.__wrapped__.__aenter__()

@@ -296,9 +296,11 @@ def embeddings_attributes(result: Any, request_model: str | None) -> dict[str, A
 
 
 class ChoicesAccumulator:
-    """Chunks of a streamed chat completion or legacy completion."""
+    """Chunks of a streamed chat completion or legacy completion. A call that asked for no
+    tools and no logprobs, with content capture off, has its chunks read only for what they
+    can then carry (model, id, usage, finish reasons): about half the per-chunk cost."""
 
-    def __init__(self, request_model: str | None):
+    def __init__(self, request_model: str | None, detail: bool = True):
         self.request_model = request_model
         self.response_model: str | None = None
         self.response_id: str | None = None
@@ -307,6 +309,20 @@ class ChoicesAccumulator:
         self.tools: dict[tuple[int, int], str] = {}
         self.confidence = _Confidence()
         self.text: dict[int, list[str]] = {}
+        if not detail:
+            self.add = self._add_lean
+
+    def _add_lean(self, chunk: Any) -> None:
+        if self.response_model is None and getattr(chunk, "model", None):
+            self.response_model = chunk.model
+            self.response_id = chunk.id
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.choices or ():
+            reason = choice.finish_reason
+            if reason:
+                self.reasons[choice.index] = reason
 
     def add(self, chunk: Any) -> None:
         if self.response_model is None and getattr(chunk, "model", None):
@@ -364,10 +380,17 @@ class ResponsesAccumulator:
         return responses_attributes(self.response, self.request_model)
 
 
-def _streams(accumulator: type):
-    def stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
-        return accumulator(attrs.get(A.REQUEST_MODEL)) if kwargs.get("stream") else None
-    return stream
+def _chat_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
+    if not kwargs.get("stream"):
+        return None
+    # openai's NOT_GIVEN and omit sentinels are false, as an unset parameter should be.
+    detail = bool(_state.capture_content or kwargs.get("tools") or kwargs.get("functions")
+                  or kwargs.get("logprobs") or kwargs.get("top_logprobs"))
+    return ChoicesAccumulator(attrs.get(A.REQUEST_MODEL), detail)
+
+
+def _responses_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
+    return ResponsesAccumulator(attrs.get(A.REQUEST_MODEL)) if kwargs.get("stream") else None
 
 
 def _attach(result: Any, state: Any, proxy: type) -> Any:
@@ -378,10 +401,9 @@ def _attach(result: Any, state: Any, proxy: type) -> Any:
     return None
 
 
-CHAT = Operation("openai", chat_request, response_attributes,
-                 _streams(ChoicesAccumulator), _attach)
+CHAT = Operation("openai", chat_request, response_attributes, _chat_stream, _attach)
 RESPONSES = Operation("openai", responses_request, responses_attributes,
-                      _streams(ResponsesAccumulator), _attach)
+                      _responses_stream, _attach)
 EMBEDDINGS = Operation("openai", embeddings_request, embeddings_attributes)
 COMPLETIONS = Operation("openai", completions_request, response_attributes,
-                        _streams(ChoicesAccumulator), _attach)
+                        _chat_stream, _attach)
