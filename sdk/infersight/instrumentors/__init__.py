@@ -105,12 +105,11 @@ def add_cost(attrs: dict[str, Any], request_model: str | None, provider: str | N
     if A.INPUT_TOKENS not in attrs and A.OUTPUT_TOKENS not in attrs:
         return
     model = attrs.get(A.RESPONSE_MODEL) or request_model
-    usage = Usage(
-        input=attrs.get(A.INPUT_TOKENS, 0), output=attrs.get(A.OUTPUT_TOKENS, 0),
-        cache_read=attrs.get(A.CACHE_READ_TOKENS, 0),
-        cache_write=attrs.get(A.CACHE_WRITE_TOKENS, 0),
-    )
-    cost = cost_usd(model, usage, provider=attrs.get(A.PROVIDER) or provider)
+    get = attrs.get
+    # Positional: a named tuple's keyword call costs twice as much, once per priced call.
+    usage = Usage(get(A.INPUT_TOKENS, 0), get(A.OUTPUT_TOKENS, 0),
+                  get(A.CACHE_READ_TOKENS, 0), get(A.CACHE_WRITE_TOKENS, 0))
+    cost = cost_usd(model, usage, None, get(A.PROVIDER) or provider)
     if cost is None:
         attrs[A.COST_SOURCE] = A.COST_UNKNOWN_MODEL
     else:

@@ -106,7 +106,10 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
 
 
 def usage_attributes(usage: Any) -> dict[str, int]:
-    return uncached_usage_attributes(*(getattr(usage, field, None) for field in _USAGE_FIELDS))
+    return uncached_usage_attributes(
+        getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None),
+        getattr(usage, "cache_read_input_tokens", None),
+        getattr(usage, "cache_creation_input_tokens", None))
 
 
 def response_attributes(message: Any, request_model: str | None) -> dict[str, Any]:

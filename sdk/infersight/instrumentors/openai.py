@@ -229,19 +229,23 @@ def response_attributes(result: Any, request_model: str | None) -> dict[str, Any
     if response is None:
         return {}
     attrs = _envelope(response)
-    confidence = _Confidence()
+    confidence = None  # made only when logprobs came back
     reasons, tools = [], []
     for choice in response.choices or ():
         if choice.finish_reason:
             reasons.append(choice.finish_reason)
-        confidence.add(choice.logprobs)
+        if choice.logprobs is not None:
+            if confidence is None:
+                confidence = _Confidence()
+            confidence.add(choice.logprobs)
         message = getattr(choice, "message", None)
         for call in getattr(message, "tool_calls", None) or ():
             tools.append(_tool_name(call) or "")
     if reasons:
         attrs[A.FINISH_REASONS] = reasons
     tool_call_attributes(attrs, tools)
-    confidence.into(attrs)
+    if confidence is not None:
+        confidence.into(attrs)
     if response.usage is not None:
         attrs.update(usage_attributes(response.usage))
     if _state.capture_content:

@@ -227,7 +227,8 @@ def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
     starts, prices = _models()[key]
     day = at.isoformat() if at else _utc_today()
     price = prices[max(bisect.bisect_right(starts, day) - 1, 0)]
-    uncached = max(usage.input - usage.cache_read - usage.cache_write, 0)
-    total = (uncached * price.input + usage.cache_read * price.cache_read
-             + usage.cache_write * price.cache_write + usage.output * price.output)
+    tokens_in, tokens_out, cache_read, cache_write = usage  # once per priced call: unpacked
+    uncached = tokens_in - cache_read - cache_write
+    total = ((uncached if uncached > 0 else 0) * price.input + cache_read * price.cache_read
+             + cache_write * price.cache_write + tokens_out * price.output)
     return total / 1_000_000
