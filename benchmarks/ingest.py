@@ -2,7 +2,9 @@
 
 Baselines measured in the same run, on the same pre-serialised 500-span requests:
 - parse only (protobuf, upb) and decode (parse + `decode_request` to an Arrow batch), one core;
-- chDB insert alone, of the decoded batches (group-committed as the writer does).
+- chDB insert alone, of the decoded batches (group-committed as the writer does);
+- chDB parsing the same requests itself, in SQL, alone and with the insert: the ceiling of a
+  native decode path (`native_otlp`), which the collector does not have.
 Then `infersight collector` runs in its own process on a fresh chDB directory and load workers
 (`infersight_collector.loadgen.send_load`, separate processes) send for the set duration over
 raw gRPC (pre-serialised bytes), OTLP/HTTP when the collector has it, and the OpenTelemetry SDK's
@@ -30,12 +32,13 @@ from infersight_collector.decode import decode_request
 from infersight_collector.loadgen import export_requests, generate_spans, send_load
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from . import report
+from . import native_otlp, report
 from ._collector import Collector, collector_flags, count_spans
 
 TARGET_SPANS_PER_S = 100_000
 TARGET_RSS_MB = 1024
 SPANS_PER_REQUEST = 500
+INSERT_REQUESTS = 20  # requests per insert in the chDB baselines: 10k spans
 
 
 def _rate(fn, payloads: list[bytes], min_seconds: float) -> float:
@@ -149,16 +152,28 @@ def run(quick: bool) -> report.Result:
     stage_s = 1.0 if quick else 5.0
     parse = _rate(ExportTraceServiceRequest.FromString, payloads, stage_s)
     decode = _rate(_decode, payloads, stage_s)
-    insert = _insert_rate(payloads * (1 if quick else 4), batch_requests=20)
+    insert = _insert_rate(payloads * (1 if quick else 4), batch_requests=INSERT_REQUESTS)
     result.add("parse only (protobuf), 1 core", parse, "spans/s")
     result.add("decode (parse + Arrow batch), 1 core", decode, "spans/s",
                baseline="parse only", ratio=decode / parse)
     result.add("chDB insert alone (10k-span batches)", insert, "spans/s",
                baseline="decode, 1 core", ratio=insert / decode)
+    native_parse, native_insert = native_otlp.rates(
+        payloads, SPANS_PER_REQUEST, INSERT_REQUESTS, stage_s)
+    result.add("chDB parsing OTLP itself into rows (SQL, no Python decode), 1 core",
+               native_parse, "spans/s", baseline="decode, 1 core", ratio=native_parse / decode)
+    result.add("chDB parsing OTLP itself + insert", native_insert, "spans/s",
+               baseline="chDB insert alone", ratio=native_insert / insert)
+    result.notes.append(
+        "The two 'chDB parsing OTLP itself' rows are a ceiling, not a collector path: ClickHouse "
+        "reads the requests with a protobuf schema and builds the base columns in SQL "
+        "(benchmarks/native_otlp.py), without the collector's renames, pricing, limits and "
+        "per-span rejection.")
     result.notes.append("Where decode spends its time (cProfile, own time): "
                         + "; ".join(_top_functions(payloads[:4])) + ".")
 
-    rates = {"parse": parse, "decode": decode, "chDB insert": insert}
+    rates = {"parse": parse, "decode": decode, "chDB insert": insert,
+             "chDB parses OTLP": native_parse, "chDB parses + inserts": native_insert}
     paths = ["grpc"] + (["http"] if "--http-port" in collector_flags() else []) + ["otel"]
     if "http" not in paths:
         result.skipped.append("OTLP/HTTP: `infersight collector` has no --http-port yet")
