@@ -19,6 +19,8 @@ import os
 import tempfile
 import time
 
+from infersight_collector.store.chdb import PARALLEL_VIEWS
+
 # Field numbers are opentelemetry-proto's. Array values keep scalar elements only (a message
 # type may not nest itself in a ClickHouse structure); deeper ones are skipped by the parser.
 SCHEMA = """syntax = "proto3";
@@ -142,9 +144,9 @@ class NativeDecode:
 
     def insert(self, group: int) -> None:
         """Into `otel_traces`, whose typed AI columns and rollup views follow as they do for
-        the collector's inserts."""
+        the collector's inserts (with its settings)."""
         self.store.command(f"INSERT INTO {self.store.database}.otel_traces ({COLUMNS}) "
-                           f"{select(self.paths[group])} {self.settings}")
+                           f"{select(self.paths[group])} {self.settings}, {PARALLEL_VIEWS}")
 
     def close(self) -> None:
         if self._own:

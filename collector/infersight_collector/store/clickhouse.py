@@ -13,9 +13,12 @@ class ClickHouseStore:
     def __init__(self, url: str, database: str, distributed: bool = False):
         self.database = database
         self._client = clickhouse_connect.get_client(dsn=url, database="default")
-        # Through a Distributed table, a deduplication token reaches the shards only when the
-        # insert is forwarded synchronously.
-        self._insert_settings = {"distributed_foreground_insert": 1} if distributed else {}
+        # The rollup views fed by a spans insert are pushed in parallel (see chdb.py). Through
+        # a Distributed table, a deduplication token reaches the shards only when the insert
+        # is forwarded synchronously.
+        self._insert_settings: dict[str, Any] = {"parallel_view_processing": 1}
+        if distributed:
+            self._insert_settings["distributed_foreground_insert"] = 1
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         self._client.command(sql, parameters=parameters)
@@ -27,7 +30,7 @@ class ClickHouseStore:
         settings = dict(self._insert_settings)
         if dedup_token:
             settings.update(insert_deduplicate=1, insert_deduplication_token=dedup_token)
-        self._client.insert_arrow(table, data, settings=settings or None)
+        self._client.insert_arrow(table, data, settings=settings)
 
     def close(self) -> None:
         self._client.close()
