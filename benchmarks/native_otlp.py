@@ -19,7 +19,8 @@ import os
 import tempfile
 import time
 
-from infersight_collector.store.chdb import PARALLEL_VIEWS
+from infersight._otlp import _varint
+from infersight_collector.store.chdb import INSERT_SETTINGS_SQL
 
 # Field numbers are opentelemetry-proto's. Array values keep scalar elements only (a message
 # type may not nest itself in a ClickHouse structure); deeper ones are skipped by the parser.
@@ -101,15 +102,8 @@ ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.sp
 
 
 def _delimited(payloads: list[bytes]) -> bytes:
-    out = bytearray()
-    for p in payloads:
-        n = len(p)
-        while n >= 0x80:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        out.append(n)
-        out += p
-    return bytes(out)
+    """The requests as the Protobuf format reads them: each after its varint length."""
+    return b"".join(_varint(len(p)) + p for p in payloads)
 
 
 class NativeDecode:
@@ -146,7 +140,7 @@ class NativeDecode:
         """Into `otel_traces`, whose typed AI columns and rollup views follow as they do for
         the collector's inserts (with its settings)."""
         self.store.command(f"INSERT INTO {self.store.database}.otel_traces ({COLUMNS}) "
-                           f"{select(self.paths[group])} {self.settings}, {PARALLEL_VIEWS}")
+                           f"{select(self.paths[group])} {self.settings}, {INSERT_SETTINGS_SQL}")
 
     def close(self) -> None:
         if self._own:

@@ -23,6 +23,8 @@ os.environ.setdefault("JE_MALLOC_CONF", "background_thread:true,dirty_decay_ms:1
 
 from chdb import session  # noqa: E402  (after its allocator's settings)
 
+from . import INSERT_SETTINGS  # noqa: E402
+
 
 # ClickHouse reads query parameter values in its escaped text format, so a backslash or a tab in
 # a value must be escaped (clickhouse-connect does the same for the server backend).
@@ -46,9 +48,8 @@ def _text(value: Any) -> Any:
     return value
 
 
-# A spans insert feeds six rollup views, one after another by default: pushed in parallel,
-# a 10k-span insert took 1.3x less time here (median of 6 x 80k spans, 2 cores).
-PARALLEL_VIEWS = "parallel_view_processing = 1"
+# `INSERT_SETTINGS` as a SETTINGS clause's list.
+INSERT_SETTINGS_SQL = ", ".join(f"{name} = {value}" for name, value in INSERT_SETTINGS.items())
 
 
 class ChdbStore:
@@ -73,7 +74,7 @@ class ChdbStore:
     def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
         cols = ", ".join(f"`{c}`" for c in data.column_names)
         sql = (f"INSERT INTO {table} ({cols}) SELECT * FROM Python(arrow_batch) "
-               f"SETTINGS {PARALLEL_VIEWS}")
+               f"SETTINGS {INSERT_SETTINGS_SQL}")
         if dedup_token:
             sql += ", insert_deduplicate = 1, insert_deduplication_token = {token:String}"
         with self._lock:

@@ -8,15 +8,16 @@ import clickhouse_connect
 import pandas as pd
 import pyarrow as pa
 
+from . import INSERT_SETTINGS
+
 
 class ClickHouseStore:
     def __init__(self, url: str, database: str, distributed: bool = False):
         self.database = database
         self._client = clickhouse_connect.get_client(dsn=url, database="default")
-        # The rollup views fed by a spans insert are pushed in parallel (see chdb.py). Through
-        # a Distributed table, a deduplication token reaches the shards only when the insert
-        # is forwarded synchronously.
-        self._insert_settings: dict[str, Any] = {"parallel_view_processing": 1}
+        # Through a Distributed table, a deduplication token reaches the shards only when the
+        # insert is forwarded synchronously.
+        self._insert_settings = dict(INSERT_SETTINGS)
         if distributed:
             self._insert_settings["distributed_foreground_insert"] = 1
 
