@@ -1,0 +1,308 @@
+"""Native decode: chDB parses OTLP requests as received and builds their rows in SQL.
+
+Building a span's row in Python costs about 25 us (`decode_request`, one core); the same in
+ClickHouse's own protobuf reader and SQL, a spool segment at a time, costs a fifth of that. So
+with the embedded store a receiver only parses a request (upb, about 1 us a span) and checks
+its ids and times, which it must answer for at once; the request's bytes go to the spool as
+they came, and the inserter inserts a segment's requests with one `INSERT ... SELECT ... FROM
+file(..., 'Protobuf')` (`Native.insert`). A query costs about 15 ms to plan whatever it reads,
+which is why this happens per segment (thousands of requests), not per request.
+
+The SQL covers the spans that need none of `decode_request`'s special cases, which is what
+tracers send: scalar and string-array attributes under the `Limits`, no events or links, no
+foreign conventions to rename, and either a cost source or no tokens to price. The inserter
+first asks which requests have any other span (`Native.complex`) and decodes those in Python,
+so every span is stored exactly as `decode_request` stores it; the tests hold the two paths
+to the same rows. The ClickHouse server backend reads files on its own host, so it keeps
+decoding in Python.
+
+Each stored request is the client's bytes with two fields appended (protobuf merges them into
+the message): the project its API key gave, and its index in the segment. Field numbers of
+the rest are opentelemetry-proto's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from infersight import attributes as A
+from infersight._otlp import _varint
+
+from .auth import PROJECT_ATTRIBUTE
+from .decode import _MAX_NS, _ZERO_SPAN, _ZERO_TRACE, Limits
+from .normalize import RENAMES
+
+# Appended to each stored request; far above any field number OTLP uses.
+_PROJECT_FIELD, _INDEX_FIELD = 1000, 1001
+
+# `bytes` members are read for the oneof's presence only (a message is length-delimited too).
+SCHEMA = f"""syntax = "proto3";
+message AnyScalar {{
+  oneof value {{ string string_value = 1; bool bool_value = 2; int64 int_value = 3;
+                double double_value = 4; bytes array_value = 5; bytes kvlist_value = 6;
+                bytes bytes_value = 7; }}
+}}
+message ArrayValue {{ repeated AnyScalar values = 1; }}
+message AnyValue {{
+  oneof value {{ string string_value = 1; bool bool_value = 2; int64 int_value = 3;
+                double double_value = 4; ArrayValue array_value = 5; bytes kvlist_value = 6;
+                bytes bytes_value = 7; }}
+}}
+message KeyValue {{ string key = 1; AnyValue value = 2; }}
+message Resource {{ repeated KeyValue attributes = 1; }}
+message InstrumentationScope {{ string name = 1; string version = 2; }}
+message Status {{ string message = 2; int32 code = 3; }}
+message Span {{
+  bytes trace_id = 1; bytes span_id = 2; string trace_state = 3; bytes parent_span_id = 4;
+  string name = 5; int32 kind = 6; fixed64 start_time_unix_nano = 7;
+  fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
+  repeated bytes events = 11; repeated bytes links = 13; Status status = 15;
+}}
+message ScopeSpans {{ InstrumentationScope scope = 1; repeated Span spans = 2; }}
+message ResourceSpans {{ Resource resource = 1; repeated ScopeSpans scope_spans = 2; }}
+message ExportTraceServiceRequest {{
+  repeated ResourceSpans resource_spans = 1;
+  string infersight_project = {_PROJECT_FIELD};
+  uint32 infersight_index = {_INDEX_FIELD};
+}}
+"""
+
+_KINDS = ("'none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, "
+          "'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7")
+# The presence enum is set only for members that have a column, so every member has one.
+_VALUE = (f"Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, "
+          f"array_value Tuple(values Array(Tuple(string_value String, value Enum8({_KINDS})))), "
+          f"kvlist_value String, bytes_value String, value Enum8({_KINDS}))")
+_ATTRS = f"Array(Tuple(key String, value {_VALUE}))"
+STRUCTURE = (
+    f"resource_spans Array(Tuple(resource Tuple(attributes {_ATTRS}), "
+    "scope_spans Array(Tuple(scope Tuple(name String, version String), "
+    "spans Array(Tuple(trace_id String, span_id String, trace_state String, "
+    "parent_span_id String, name String, kind Int32, start_time_unix_nano UInt64, "
+    f"end_time_unix_nano UInt64, attributes {_ATTRS}, events Array(String), "
+    "links Array(String), status Tuple(message String, code Int32))))))), "
+    "infersight_project String, infersight_index UInt32")
+
+
+def repr_double(x: str) -> str:
+    """SQL for Python's `repr` of the Float64 `x`, which is how `decode` writes a double:
+    the shortest digits that read back exactly (ClickHouse's `toString` finds the same
+    digits), in fixed notation from 1e-4 up to 1e16 and as `1.5e-05` outside it."""
+    a = f"toString(abs({x}))"
+    e_at = f"position({a}, 'e')"
+    mantissa = f"if({e_at} > 0, substring({a}, 1, {e_at} - 1), {a})"
+    exponent = f"if({e_at} > 0, toInt32(substring({a}, {e_at} + 1)), 0)"
+    whole = f"splitByChar('.', {mantissa})[1]"
+    figures = f"replaceOne({mantissa}, '.', '')"
+    leading = f"(length({figures}) - length(trimLeft({figures}, '0')))"
+    digits = f"trimBoth({figures}, '0')"
+    # The power of ten of the first significant digit.
+    p = f"({exponent} + length({whole}) - 1 - {leading})"
+    fixed = (f"if({p} >= 0, concat(rightPad(substring({digits}, 1, {p} + 1), {p} + 1, '0'), '.', "
+             f"if(length({digits}) > {p} + 1, substring({digits}, {p} + 2), '0')), "
+             f"concat('0.', repeat('0', toUInt32(-{p} - 1)), {digits}))")
+    scientific = (f"concat(substring({digits}, 1, 1), "
+                  f"if(length({digits}) > 1, concat('.', substring({digits}, 2)), ''), "
+                  f"if({p} < 0, 'e-', 'e+'), if(abs({p}) < 10, '0', ''), toString(abs({p})))")
+    return (f"multiIf(isNaN({x}), 'nan', isInfinite({x}), if({x} > 0, 'inf', '-inf'), "
+            f"{x} = 0, if(toString({x}) LIKE '-%', '-0.0', '0.0'), "
+            f"concat(if({x} < 0, '-', ''), if({p} >= -4 AND {p} < 16, {fixed}, {scientific})))")
+
+
+def _text(v: str) -> str:
+    """SQL for an AnyValue's stored text, as `decode._attrs` writes it, for the kinds the
+    native path takes (string arrays of plain ASCII are JSON without escapes)."""
+    strings = f"{v}.array_value.values.string_value"
+    return (f"multiIf({v}.value = 'string_value', {v}.string_value, "
+            f"{v}.value = 'int_value', toString({v}.int_value), "
+            f"{v}.value = 'double_value', {repr_double(f'{v}.double_value')}, "
+            f"{v}.value = 'bool_value', if({v}.bool_value, 'true', 'false'), "
+            f"{v}.value = 'array_value', concat('[', arrayStringConcat("
+            f"arrayMap(s -> concat('\"', s, '\"'), {strings}), ','), ']'), '')")
+
+
+def _map(attributes: str) -> str:
+    return (f"mapFromArrays(arrayMap(a -> a.key, {attributes}), "
+            f"arrayMap(a -> {_text('a.value')}, {attributes}))")
+
+
+def _quoted(values) -> str:
+    return "[" + ", ".join(map(_literal, values)) + "]"
+
+
+# Printable ASCII but for the characters JSON escapes, and '/' (ClickHouse escapes it).
+_PLAIN = r"'^[ !#-.0-\\[\\]-~]*$'"
+
+
+def _complex_attributes(attributes: str, limits: Limits) -> str:
+    """SQL: a KeyValue list the native path cannot store as `decode._attrs` would: too many,
+    too long (in bytes, which bounds characters from above), a duplicate key, a value of
+    another kind, or an array of anything but plain strings."""
+    array = (f"(a.value.value = 'array_value' AND ({limits.max_depth} < 1 "
+             f"OR arrayExists(e -> e.value != 'string_value' OR NOT match(e.string_value, "
+             f"{_PLAIN}), a.value.array_value.values) "
+             f"OR arraySum(e -> length(e.string_value) + 3, a.value.array_value.values) + 2 "
+             f"> {limits.max_value_chars}))")
+    return (f"(length({attributes}) > {limits.max_attributes} "
+            f"OR length(arrayDistinct(arrayMap(a -> a.key, {attributes}))) != length({attributes}) "
+            f"OR arrayExists(a -> length(a.key) > {limits.max_key_chars} "
+            f"OR a.value.value NOT IN ('none', 'string_value', 'int_value', 'double_value', "
+            f"'bool_value', 'array_value') "
+            f"OR length(a.value.string_value) > {limits.max_value_chars} OR {array}, {attributes}))")
+
+
+def _complex_span(sp: str, limits: Limits) -> str:
+    """SQL: a span `decode_request` would change beyond its attributes' text: events, links,
+    cut name or message, or attributes `normalize` would rename or price (it leaves a span
+    alone that has a cost source, or no cost and no tokens)."""
+    keys = f"arrayMap(a -> a.key, {sp}.attributes)"
+    return (f"(length({sp}.events) > 0 OR length({sp}.links) > 0 "
+            f"OR length({sp}.name) > {limits.max_value_chars} "
+            f"OR length({sp}.status.message) > {limits.max_value_chars} "
+            f"OR hasAny({keys}, {_quoted(RENAMES)}) "
+            f"OR NOT (has({keys}, '{A.COST_SOURCE}') OR NOT hasAny({keys}, "
+            f"{_quoted([A.COST, A.INPUT_TOKENS, A.OUTPUT_TOKENS])})) "
+            f"OR {_complex_attributes(f'{sp}.attributes', limits)})")
+
+
+COLUMNS = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName",
+           "SpanKind", "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion",
+           "SpanAttributes", "Duration", "StatusCode", "StatusMessage")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _from(path: str) -> str:
+    return f"file({_literal(path)}, 'Protobuf', {_literal(STRUCTURE)})"
+
+
+def complex_sql(path: str, limits: Limits) -> str:
+    """The indexes of the requests in `path` that have a span the native path cannot store."""
+    resource = "rs.resource.attributes"
+    return (f"SELECT infersight_index FROM {_from(path)} WHERE arrayExists(rs -> "
+            f"has(arrayMap(a -> a.key, {resource}), '{PROJECT_ATTRIBUTE}') "
+            f"OR {_complex_attributes(resource, limits)} "
+            f"OR arrayExists(ss -> arrayExists(sp -> {_complex_span('sp', limits)}, ss.spans), "
+            f"rs.scope_spans), resource_spans)")
+
+
+def select_sql(path: str, skip: str) -> str:
+    """The `COLUMNS` of the spans of the requests in `path` whose index is not in `skip` (an
+    SQL array), as `decode_request` builds them."""
+    resource = (f"if(infersight_project = '', {_map('rs.resource.attributes')}, "
+                f"mapUpdate({_map('rs.resource.attributes')}, "
+                f"map('{PROJECT_ATTRIBUTE}', infersight_project)))")
+    return f"""SELECT
+    fromUnixTimestamp64Nano(toInt64(sp.start_time_unix_nano)) AS Timestamp,
+    lower(hex(sp.trace_id)) AS TraceId, lower(hex(sp.span_id)) AS SpanId,
+    lower(hex(sp.parent_span_id)) AS ParentSpanId, sp.trace_state AS TraceState,
+    sp.name AS SpanName,
+    if(sp.kind BETWEEN 0 AND 5,
+       ['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer'][sp.kind + 1],
+       'Unspecified') AS SpanKind,
+    ResourceAttributes['service.name'] AS ServiceName,
+    {resource} AS ResourceAttributes,
+    ss.scope.name AS ScopeName, ss.scope.version AS ScopeVersion,
+    {_map('sp.attributes')} AS SpanAttributes,
+    toUInt64(greatest(toInt64(sp.end_time_unix_nano) - toInt64(sp.start_time_unix_nano), 0))
+        AS Duration,
+    if(sp.status.code BETWEEN 0 AND 2, ['Unset', 'Ok', 'Error'][sp.status.code + 1], 'Unset')
+        AS StatusCode,
+    sp.status.message AS StatusMessage
+FROM (SELECT * FROM {_from(path)} WHERE NOT has({skip}, infersight_index))
+ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"""
+
+
+def valid_spans(request) -> int | None:
+    """The number of spans in a parsed request when every one has valid ids and times (the
+    checks of `decode_request`, which the receiver answers for at once); None when one has
+    not, and the request is decoded in Python, which rejects those spans one by one."""
+    n = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                trace_id, span_id = span.trace_id, span.span_id
+                if (len(trace_id) != 16 or len(span_id) != 8
+                        or len(span.parent_span_id) not in (0, 8)
+                        or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN
+                        or span.start_time_unix_nano > _MAX_NS
+                        or span.end_time_unix_nano > _MAX_NS):
+                    return None
+                n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """A request kept as received, for the store to decode at insert: its bytes, the project
+    of its API key, and how many spans it holds."""
+
+    payload: bytes
+    project: str
+    spans: int
+
+    def token(self) -> str:
+        """Its deduplication token: the same bytes for the same project, the same."""
+        digest = hashlib.blake2b(self.payload, digest_size=16)
+        digest.update(b"\0" + self.project.encode())
+        return "r" + digest.hexdigest()
+
+
+def _field(number: int, wire_type: int) -> bytes:
+    return _varint(number << 3 | wire_type)
+
+
+_PROJECT_TAG, _INDEX_TAG = _field(_PROJECT_FIELD, 2), _field(_INDEX_FIELD, 0)
+
+
+def delimited(requests: list[RawRequest]) -> bytes:
+    """The requests as the Protobuf format reads them, each after its varint length, with
+    its project and its index here appended."""
+    out = []
+    for i, r in enumerate(requests):
+        project = r.project.encode()
+        tail = _PROJECT_TAG + _varint(len(project)) + project + _INDEX_TAG + _varint(i)
+        out.append(_varint(len(r.payload) + len(tail)))
+        out.append(r.payload)
+        out.append(tail)
+    return b"".join(out)
+
+
+class Native:
+    """Inserts raw requests into a chDB store's `otel_traces`, through a file in
+    `directory` (the spool's)."""
+
+    def __init__(self, store, limits: Limits, directory: str):
+        self.store = store
+        self.limits = limits
+        os.makedirs(directory, exist_ok=True)
+        schema = os.path.join(directory, "otlp.proto")
+        with open(schema, "w") as f:
+            f.write(SCHEMA)
+        self.path = os.path.join(directory, "native-requests.bin")
+        self.settings = (f"format_schema = '{schema}:ExportTraceServiceRequest', "
+                         "input_format_protobuf_oneof_presence = 1")
+
+    def split(self, requests: list[RawRequest]) -> list[int]:
+        """Write the requests where the SQL reads them; the indexes of those it cannot store
+        (`complex_sql`), for the caller to decode in Python."""
+        with open(self.path, "wb") as f:
+            f.write(delimited(requests))
+        found = self.store.query(f"{complex_sql(self.path, self.limits)} "
+                                 f"SETTINGS {self.settings}")
+        return sorted(int(i) for i in found["infersight_index"])
+
+    def insert(self, skip: list[int], token: str) -> None:
+        """Insert the spans of the requests `split` wrote, but those at `skip`, under the
+        deduplication `token`."""
+        from .store.chdb import INSERT_SETTINGS_SQL
+
+        self.store.command(
+            f"INSERT INTO {self.store.database}.otel_traces ({', '.join(COLUMNS)}) "
+            f"{select_sql(self.path, '[' + ','.join(map(str, skip)) + ']')} "
+            f"SETTINGS {self.settings}, {INSERT_SETTINGS_SQL}, insert_deduplicate = 1, "
+            "insert_deduplication_token = {token:String}", {"token": token})

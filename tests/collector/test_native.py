@@ -1,0 +1,255 @@
+"""The native path stores exactly what `decode_request` stores, and hands every span it
+cannot store that way back to Python."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import struct
+from datetime import datetime, timedelta, timezone
+
+import chdb
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+
+from infersight import attributes as A
+from infersight_collector.decode import DEFAULT_LIMITS, Limits, decode_request
+from infersight_collector.loadgen import export_requests, generate_spans
+from infersight_collector.native import Native, RawRequest, repr_double, valid_spans
+from infersight_collector.store import insert_spans
+
+pytestmark = pytest.mark.skipif(bool(os.environ.get("CLICKHOUSE_URL")),
+                                reason="the native path is the embedded store's")
+
+END = datetime.now(timezone.utc)  # recent: rows past the store's retention are dropped
+START = END - timedelta(days=1)
+START_NS = int(START.timestamp()) * 10 ** 9
+_IDS = itertools.count(1)
+PRICED = {A.COST: 0.5, A.COST_SOURCE: "sdk"}  # a span normalize leaves alone
+
+
+def test_doubles_are_written_as_python_writes_them():
+    random.seed(3)
+    values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05,
+              -2.5e-07, 1e22, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3, float("inf"),
+              float("-inf"), float("nan")]
+    for _ in range(20_000):
+        values.append(struct.unpack("<d", random.getrandbits(64).to_bytes(8, "little"))[0])
+        values.append(random.random() * 10 ** random.randint(-12, 20))
+        values.append(float(random.randint(-10 ** 17, 10 ** 17)))
+    data = ",".join(f"'{struct.pack('<d', v).hex()}'" for v in values)
+    sql = (f"SELECT {repr_double('x')} FROM (SELECT arrayJoin(arrayZip([{data}], "
+           f"range({len(values)}))) AS t, reinterpretAsFloat64(unhex(t.1)) AS x) ORDER BY t.2 "
+           "SETTINGS max_query_size = 100000000 FORMAT TSV")
+    written = chdb.query(sql).bytes().decode().split("\n")[:len(values)]
+    assert written == [repr(v) for v in values]
+
+
+def _span(request, attributes=None, **fields):
+    """A span with valid ids in a new resource of `request`; returns it."""
+    n = next(_IDS)
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name", value=AnyValue(string_value="svc"))
+    ss = rs.scope_spans.add()
+    ss.scope.name, ss.scope.version = "infersight", "1.0"
+    span = ss.spans.add(**{"trace_id": n.to_bytes(16, "big"), "span_id": n.to_bytes(8, "big"),
+                           "name": f"span {n}",
+                           "start_time_unix_nano": START_NS + n,
+                           "end_time_unix_nano": START_NS + 500_000_000, **fields})
+    for key, value in {**PRICED, **(attributes or {})}.items():
+        span.attributes.add(key=key, value=_any(value))
+    return span
+
+
+def _any(value) -> AnyValue:
+    if isinstance(value, AnyValue):
+        return value
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, (list, tuple)):
+        return AnyValue(array_value=ArrayValue(values=[_any(v) for v in value]))
+    return AnyValue(string_value=value)
+
+
+def _one(attributes=None, **fields) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    _span(request, attributes, **fields)
+    return request
+
+
+def _simple_requests() -> list[ExportTraceServiceRequest]:
+    """Spans of every shape the native path stores itself."""
+    out = [_one({"text": "ünïcode 'quoted' \"double\" \\ / \n\ttab", "empty": "",
+                 "count": -7, "big": 2 ** 62, "flag": True, "off": False, "cost": 3e-05,
+                 "whole": 2.0, "huge": 1e300, "reasons": ["stop", "length"], "none": [],
+                 "unset": AnyValue(), "": "empty key"}),
+           _one(kind=3, trace_state="k=v"), _one(kind=42), _one(kind=-1),
+           _one({A.INPUT_TOKENS: 5, A.OUTPUT_TOKENS: 7, A.COST: 0.0}),  # priced by its tracer
+           _one(end_time_unix_nano=START_NS - 1)]  # ends before it starts: duration 0
+    parent = _one()
+    parent.resource_spans[0].scope_spans[0].spans[0].parent_span_id = b"\x09" * 8
+    parent.resource_spans[0].scope_spans[0].spans[0].status.code = 2
+    parent.resource_spans[0].scope_spans[0].spans[0].status.message = "boom"
+    out.append(parent)
+    odd_status = _one()
+    odd_status.resource_spans[0].scope_spans[0].spans[0].status.code = 9
+    out.append(odd_status)
+    no_cost = _one()  # neither cost nor tokens
+    del no_cost.resource_spans[0].scope_spans[0].spans[0].attributes[:]
+    out.append(no_cost)
+    several = ExportTraceServiceRequest()
+    for _ in range(3):
+        _span(several, {"i": 1})
+    several.resource_spans[1].scope_spans.add()  # a scope without spans
+    several.resource_spans.add()  # a resource without scopes
+    out.append(several)
+    return out
+
+
+def _complex_requests(limits: Limits) -> dict[str, ExportTraceServiceRequest]:
+    """One request per reason a span goes back to Python."""
+    events = _one()
+    events.resource_spans[0].scope_spans[0].spans[0].events.add(name="e", time_unix_nano=1)
+    links = _one()
+    links.resource_spans[0].scope_spans[0].spans[0].links.add(trace_id=b"\x01" * 16,
+                                                               span_id=b"\x02" * 8)
+    duplicate = _one({"k": "a"})
+    duplicate.resource_spans[0].scope_spans[0].spans[0].attributes.add(
+        key="k", value=AnyValue(string_value="b"))
+    own_project = _one()
+    own_project.resource_spans[0].resource.attributes.add(
+        key="infersight.project.id", value=AnyValue(string_value="p"))
+    long_resource = _one()
+    long_resource.resource_spans[0].resource.attributes.add(
+        key="r", value=AnyValue(string_value="x" * (limits.max_value_chars + 1)))
+    unpriced = _one()
+    span = unpriced.resource_spans[0].scope_spans[0].spans[0]
+    del span.attributes[:]
+    span.attributes.add(key=A.INPUT_TOKENS, value=AnyValue(int_value=3))
+    cost_only = _one()
+    del cost_only.resource_spans[0].scope_spans[0].spans[0].attributes[1:]  # no cost source
+    return {
+        "events": events, "links": links, "duplicate key": duplicate,
+        "resource names a project": own_project, "long resource value": long_resource,
+        "tokens to price": unpriced, "cost without a source": cost_only,
+        "long value": _one({"v": "x" * (limits.max_value_chars + 1)}),
+        "long key": _one({"k" * (limits.max_key_chars + 1): "v"}),
+        "many attributes": _one({f"a{i}": i for i in range(limits.max_attributes)}),
+        "long name": _one(name="n" * (limits.max_value_chars + 1)),
+        "long status": _one(status={"message": "m" * (limits.max_value_chars + 1)}),
+        "foreign convention": _one({"llm.usage.prompt_tokens": 3}),
+        "map value": _one({"m": AnyValue(kvlist_value=KeyValueList(values=[
+            KeyValue(key="a", value=AnyValue(int_value=1))]))}),
+        "bytes value": _one({"b": AnyValue(bytes_value=b"\x00\x01")}),
+        "array of numbers": _one({"a": [1, 2]}),
+        "nested array": _one({"a": [["x"]]}),
+        "array of escaped strings": _one({"a": ["say \"hi\""]}),
+        "array of non-ASCII strings": _one({"a": ["é"]}),
+        "array with a slash": _one({"a": ["a/b"]}),
+        "long array": _one({"a": ["x" * (limits.max_value_chars // 2)] * 3}),
+    }
+
+
+def _raw(request: ExportTraceServiceRequest, project: str = "") -> RawRequest:
+    return RawRequest(request.SerializeToString(), project, valid_spans(request))
+
+
+def _stored(store) -> dict[str, dict]:
+    frame = store.query(f"SELECT * "
+                        f"FROM {store.database}.otel_traces ORDER BY SpanId")
+    rows = {}
+    for row in frame.to_dict("records"):
+        for key, value in row.items():
+            if isinstance(value, dict):
+                row[key] = sorted(value.items())
+            elif hasattr(value, "tolist"):
+                row[key] = value.tolist()
+            elif isinstance(value, float) and math.isnan(value):
+                row[key] = None  # NaN != NaN
+        rows[row["SpanId"]] = row
+    return rows
+
+
+def _differences(ours: dict, theirs: dict) -> list:
+    """(span id, column, native's value, decode's value) wherever the two differ."""
+    assert ours.keys() == theirs.keys()
+    return [(span, column, value, theirs[span][column]) for span, row in ours.items()
+            for column, value in row.items() if value != theirs[span][column]]
+
+
+def _both_ways(store, requests: list[RawRequest], limits: Limits = DEFAULT_LIMITS):
+    """(rows the native path stored, rows decode_request's batches stored, the indexes the
+    native path handed back)."""
+    native = Native(store, limits, str(store.native_dir))
+    skip = native.split(requests)
+    native.insert(skip, "native")
+    ours = _stored(store)
+    store.command(f"TRUNCATE TABLE {store.database}.otel_traces")
+    for i, r in enumerate(requests):
+        if i not in skip:
+            decoded = decode_request(ExportTraceServiceRequest.FromString(r.payload), limits,
+                                     r.project or None)
+            insert_spans(store, decoded.batch)
+    return ours, _stored(store), skip
+
+
+@pytest.fixture
+def native_store(store, tmp_path):
+    store.native_dir = tmp_path
+    return store
+
+
+def test_simple_spans_are_stored_as_decode_stores_them(native_store):
+    requests = [_raw(r) for r in _simple_requests()]
+    ours, theirs, skip = _both_ways(native_store, requests)
+    assert skip == []
+    assert len(ours) == sum(r.spans for r in requests) == len(theirs)
+    assert _differences(ours, theirs) == []
+
+
+def test_load_generator_spans_with_a_project_are_stored_as_decode_stores_them(native_store):
+    payloads = export_requests(generate_spans(600, START, END, seed=11), 200)
+    requests = [RawRequest(p, project, 200) for p, project in zip(payloads, ["", "acme", "b'c"])]
+    ours, theirs, skip = _both_ways(native_store, requests)
+    assert skip == []
+    assert len(ours) == 600
+    assert _differences(ours, theirs) == []
+    assert {row["ProjectId"] for row in ours.values()} == {"", "acme", "b'c"}
+
+
+@pytest.mark.parametrize("limits", [DEFAULT_LIMITS, Limits(max_value_chars=40, max_key_chars=30,
+                                                           max_attributes=12)])
+def test_every_span_native_cannot_store_goes_back_to_python(native_store, limits):
+    cases = _complex_requests(limits)
+    simple = _simple_requests()[1:]  # the first has keys and values past the small limits
+    requests = [_raw(r) for r in cases.values()] + [_raw(r) for r in simple]
+    ours, theirs, skip = _both_ways(native_store, requests, limits)
+    missed = [name for i, name in enumerate(cases) if i not in skip]
+    assert missed == []
+    assert skip == list(range(len(cases)))
+    assert _differences(ours, theirs) == []
+
+
+def test_the_same_token_inserts_once(native_store):
+    native = Native(native_store, DEFAULT_LIMITS, str(native_store.native_dir))
+    requests = [_raw(_one()), _raw(_one())]
+    for _ in range(2):
+        native.insert(native.split(requests), "same token")
+    assert len(_stored(native_store)) == 2
+
+
+def test_spans_with_invalid_ids_are_left_to_python():
+    assert valid_spans(_one()) == 1
+    for bad in (dict(span_id=b"\0" * 8), dict(trace_id=b"\x01" * 15),
+                dict(parent_span_id=b"\x01" * 3), dict(end_time_unix_nano=1 << 63)):
+        request = _one()
+        for key, value in bad.items():
+            setattr(request.resource_spans[0].scope_spans[0].spans[0], key, value)
+        assert valid_spans(request) is None, bad
