@@ -49,13 +49,18 @@ def _start_collector(store, args: argparse.Namespace):
     from .spool import Spool
 
     spool = Spool(args.spool_dir or os.path.join(args.data_dir, "spool"), args.spool_max_bytes)
-    pipeline = Pipeline(store, spool=spool).start()
+    limits = Limits(max_value_chars=args.max_attribute_chars)
+    native = None
+    if args.decode == "native" and not args.clickhouse_url:  # a server reads its own disk
+        from .native import Native
+
+        native = Native(store, limits, os.path.join(spool.directory, "native"))
+    pipeline = Pipeline(store, spool=spool, native=native).start()
     server = Receivers(pipeline, store, ReceiverSettings(
         host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, max_message_bytes=args.max_message_bytes,
         api_keys_file=args.api_keys_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        limits=Limits(max_value_chars=args.max_attribute_chars),
-        decode_workers=args.decode_workers))
+        limits=limits, decode_workers=args.decode_workers))
     return pipeline, server
 
 
@@ -258,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-attribute-chars", type=int,
                        default=_env_int("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
                        help="longer attribute values are cut and marked (default 65536)")
+        p.add_argument("--decode", choices=("native", "python"),
+                       default=os.environ.get("INFERSIGHT_DECODE", "native"),
+                       help="native: the embedded store decodes requests in SQL, a spool "
+                            "segment at a time (what it cannot, Python does); python: each "
+                            "request is decoded in Python (always with --clickhouse-url) "
+                            "(default native)")
         p.add_argument("--decode-workers", type=int,
                        default=_env_int("INFERSIGHT_DECODE_WORKERS", _default_decode_workers()),
                        help="processes that decode OTLP requests, so ingest is not held to "

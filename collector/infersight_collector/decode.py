@@ -1,7 +1,8 @@
 """OTLP `ExportTraceServiceRequest` -> one columnar Arrow batch for `otel_traces`.
 
 Values are stored as the OpenTelemetry Collector ClickHouse exporter stores them: attribute
-maps of strings (numbers in decimal, booleans as true/false, arrays and maps as JSON), hex ids,
+maps of strings (numbers in decimal, never with an exponent: `_double`; booleans as
+true/false, arrays and maps as JSON), hex ids,
 nanosecond timestamps and durations, status and kind by name. The batch is built column by
 column in one pass; a span with an invalid id is rejected alone, with a reason.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,7 +89,7 @@ DEFAULT_LIMITS = Limits()
 
 @dataclass
 class Decoded:
-    batch: pa.Table
+    batch: pa.Table  # or a `native.RawRequest`, for the store to decode
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -112,6 +114,16 @@ def _plain(value, depth: int) -> object:
     return getattr(value, kind)
 
 
+def _double(value: float) -> str:
+    """A double as the ClickHouse exporter writes one (Go's `FormatFloat(v, 'f', -1, 64)`):
+    the shortest digits that read back exactly, in fixed notation (3e-05 is 0.00003, 2.0 is
+    2). `native` writes the same in SQL."""
+    text = repr(value)
+    if "e" in text:
+        return format(Decimal(text), "f")
+    return text[:-2] if text.endswith(".0") else text
+
+
 _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
 
 
@@ -122,7 +134,7 @@ def _text(value, depth: int) -> str:
     if kind == "int_value":
         return str(value.int_value)
     if kind == "double_value":
-        return repr(value.double_value)
+        return _double(value.double_value)
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     if kind is None:
@@ -137,7 +149,7 @@ def _cut(text: str, limit: int) -> str:
 
 _SCALAR = {
     "int_value": lambda v: str(v.int_value),
-    "double_value": lambda v: repr(v.double_value),
+    "double_value": lambda v: _double(v.double_value),
     "bool_value": lambda v: "true" if v.bool_value else "false",
 }
 

@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from .auth import ApiKeys
 from .decode import DEFAULT_LIMITS, Decoded, Limits, decode_request
 from .decode_pool import DecodePool
+from .native import RawRequest, valid_spans
 from .ops import Metrics
 from .pipeline import Overloaded, Pipeline
 
@@ -56,8 +57,15 @@ class Ingest:
 
     def export_payload(self, payload: bytes, project: str | None,
                        transport: str) -> ExportTraceServiceResponse:
-        """`export` of a serialised request, decoded by the pool when there is one; raises
-        protobuf's DecodeError when it is malformed."""
+        """`export` of a serialised request, decoded by the pool when there is one, or kept
+        as received for the store to decode (`pipeline.native`) when its spans' ids and times
+        are valid; raises protobuf's DecodeError when it is malformed."""
+        if self.pipeline.native is not None:
+            request = ExportTraceServiceRequest.FromString(payload)
+            spans = valid_spans(request)
+            if spans is not None:
+                return self._store(Decoded(RawRequest(payload, project or "", spans)), transport)
+            return self.export(request, project, transport)
         if self.decode_pool is None:
             return self.export(ExportTraceServiceRequest.FromString(payload), project, transport)
         decoded, token = self.decode_pool.decode(payload, self.limits, project)

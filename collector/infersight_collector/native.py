@@ -86,29 +86,17 @@ STRUCTURE = (
     "infersight_project String, infersight_index UInt32")
 
 
-def repr_double(x: str) -> str:
-    """SQL for Python's `repr` of the Float64 `x`, which is how `decode` writes a double:
-    the shortest digits that read back exactly (ClickHouse's `toString` finds the same
-    digits), in fixed notation from 1e-4 up to 1e16 and as `1.5e-05` outside it."""
-    a = f"toString(abs({x}))"
-    e_at = f"position({a}, 'e')"
-    mantissa = f"if({e_at} > 0, substring({a}, 1, {e_at} - 1), {a})"
-    exponent = f"if({e_at} > 0, toInt32(substring({a}, {e_at} + 1)), 0)"
-    whole = f"splitByChar('.', {mantissa})[1]"
-    figures = f"replaceOne({mantissa}, '.', '')"
-    leading = f"(length({figures}) - length(trimLeft({figures}, '0')))"
-    digits = f"trimBoth({figures}, '0')"
-    # The power of ten of the first significant digit.
-    p = f"({exponent} + length({whole}) - 1 - {leading})"
-    fixed = (f"if({p} >= 0, concat(rightPad(substring({digits}, 1, {p} + 1), {p} + 1, '0'), '.', "
-             f"if(length({digits}) > {p} + 1, substring({digits}, {p} + 2), '0')), "
-             f"concat('0.', repeat('0', toUInt32(-{p} - 1)), {digits}))")
-    scientific = (f"concat(substring({digits}, 1, 1), "
-                  f"if(length({digits}) > 1, concat('.', substring({digits}, 2)), ''), "
-                  f"if({p} < 0, 'e-', 'e+'), if(abs({p}) < 10, '0', ''), toString(abs({p})))")
-    return (f"multiIf(isNaN({x}), 'nan', isInfinite({x}), if({x} > 0, 'inf', '-inf'), "
-            f"{x} = 0, if(toString({x}) LIKE '-%', '-0.0', '0.0'), "
-            f"concat(if({x} < 0, '-', ''), if({p} >= -4 AND {p} < 16, {fixed}, {scientific})))")
+def double_text(x: str) -> str:
+    """SQL for `decode._double` of the Float64 `x`. ClickHouse's `toString` finds the same
+    shortest digits, and writes fixed notation but below 1e-6 and from 1e21 on, where it
+    writes `2.5e-7`; those few are spelled out (`if` evaluates this branch for them alone)."""
+    text = f"toString({x})"
+    e_at = f"position({text}, 'e')"
+    power = f"toInt32(substring({text}, {e_at} + 1))"
+    digits = f"replaceOne(trimLeft(substring({text}, 1, {e_at} - 1), '-'), '.', '')"
+    fixed = (f"if({power} >= 0, rightPad({digits}, toUInt32({power} + 1), '0'), "
+             f"concat('0.', repeat('0', toUInt32(-{power} - 1)), {digits}))")
+    return f"if({e_at} = 0, {text}, concat(if({x} < 0, '-', ''), {fixed}))"
 
 
 def _text(v: str) -> str:
@@ -117,7 +105,7 @@ def _text(v: str) -> str:
     strings = f"{v}.array_value.values.string_value"
     return (f"multiIf({v}.value = 'string_value', {v}.string_value, "
             f"{v}.value = 'int_value', toString({v}.int_value), "
-            f"{v}.value = 'double_value', {repr_double(f'{v}.double_value')}, "
+            f"{v}.value = 'double_value', {double_text(f'{v}.double_value')}, "
             f"{v}.value = 'bool_value', if({v}.bool_value, 'true', 'false'), "
             f"{v}.value = 'array_value', concat('[', arrayStringConcat("
             f"arrayMap(s -> concat('\"', s, '\"'), {strings}), ','), ']'), '')")
@@ -244,6 +232,11 @@ class RawRequest:
     payload: bytes
     project: str
     spans: int
+
+    @property
+    def num_rows(self) -> int:
+        """Its spans: the pipeline counts it as it counts a decoded batch's rows."""
+        return self.spans
 
     def token(self) -> str:
         """Its deduplication token: the same bytes for the same project, the same."""

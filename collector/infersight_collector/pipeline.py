@@ -21,6 +21,12 @@ second insert. Without a spool there is nothing to recover a group from, so each
 inserted on its own under its own token, as ClickHouse's deduplication window then covers it,
 and acknowledged once in the store.
 
+With `native` (the embedded store, with a spool), a receiver may submit a request's bytes as
+received (`native.RawRequest`) instead of a decoded batch: the spool keeps them, and the
+inserter has chDB decode a segment's requests in SQL (native.py), those the SQL cannot store
+in Python. A native insert that fails for any reason but the store being down falls back to
+decoding the segment in Python, so a request is never stuck in the spool by the native path.
+
 When an insert fails the store is taken as down and probed again every `store_retry_s`;
 meanwhile segments wait in the spool. When the spool is full, or there is none, `submit()`
 raises `Overloaded` with a retry hint, and memory stays bounded by `max_queued_spans`.
@@ -38,7 +44,10 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .decode import content_token
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from .decode import ARROW_SCHEMA, content_token, decode_request
+from .native import Native, RawRequest
 from .spool import DEFAULT_WINDOW_REQUESTS, Record, Spool, SpoolFull
 from .store import Store, insert_spans
 
@@ -66,7 +75,7 @@ def group_token(tokens: tuple[str, ...]) -> str:
 
 @dataclass
 class _Request:
-    batch: pa.Table
+    batch: pa.Table | RawRequest
     token: str
     future: Future = field(default_factory=Future)
 
@@ -96,9 +105,12 @@ class Pipeline:
                  max_batch_spans: int = 50_000, spool: Spool | None = None,
                  store_retry_s: float = DEFAULT_STORE_RETRY_S,
                  window_requests: int = DEFAULT_WINDOW_REQUESTS,
-                 insert_interval_s: float = DEFAULT_INSERT_INTERVAL_S):
+                 insert_interval_s: float = DEFAULT_INSERT_INTERVAL_S,
+                 native: Native | None = None):
         self.store = store
         self.spool = spool
+        # Raw requests need the spool: the inserter decodes them a segment at a time.
+        self.native = native if spool is not None else None
         self.max_queued_spans = max_queued_spans
         self.max_batch_spans = max_batch_spans
         self.store_retry_s = store_retry_s
@@ -123,6 +135,8 @@ class Pipeline:
         self.duplicate_requests = 0
         self.failed_batches = 0
         self.store_errors = 0
+        self.native_spans = 0  # of `written_spans`, those chDB decoded (native.py)
+        self.native_fallbacks = 0  # segments decoded in Python after a native insert failed
 
     def start(self) -> "Pipeline":
         if self.spool is not None:
@@ -135,9 +149,14 @@ class Pipeline:
         self._thread.start()
         return self
 
-    def submit(self, batch: pa.Table, token: str | None = None) -> Future:
-        """Queue `batch`; the future resolves once it is durable. `token` (default: a hash of
-        the content) makes a repeated submit of the same batch a no-op in the store."""
+    def submit(self, batch: pa.Table | RawRequest, token: str | None = None) -> Future:
+        """Queue `batch` (a raw request only when `native` is set); the future resolves once
+        it is durable. `token` (default: a hash of the content) makes a repeated submit of the
+        same batch a no-op in the store."""
+        if isinstance(batch, RawRequest):
+            if self.native is None:
+                raise ValueError("raw requests need a pipeline with a native decoder and a spool")
+            token = token or batch.token()
         request = _Request(batch, token or content_token(batch))
         with self._cond:
             if self._stopping:
@@ -248,9 +267,11 @@ class Pipeline:
             self._write_each(requests)
             return
         tokens = tuple(r.token for r in requests)
-        batch = pa.concat_tables([r.batch for r in requests])
+        raw = tuple(r.batch for r in requests if isinstance(r.batch, RawRequest))
+        batch = pa.concat_tables([ARROW_SCHEMA.empty_table()] + [
+            r.batch for r in requests if not isinstance(r.batch, RawRequest)])
         try:
-            self.spool.append([Record(group_token(tokens), batch, tokens)])
+            self.spool.append([Record(group_token(tokens), batch, tokens, raw)])
         except SpoolFull as exc:
             self._fail(requests, Overloaded(f"{exc}; the store is behind", self.store_retry_s))
             return
@@ -258,23 +279,52 @@ class Pipeline:
             log.error("cannot write the spool, inserting without it: %s", exc)
             self._write_each(requests)
             return
-        self.spooled_spans += batch.num_rows
+        self.spooled_spans += batch.num_rows + sum(r.spans for r in raw)
         for r in requests:
             self._durable.add(r.token)
             r.future.set_result(None)
         with self._spooled:
             self._spooled.notify()
 
-    def _insert(self, token: str, batch: pa.Table) -> Exception | None:
-        """Insert `batch` under `token`; the error when the store failed, else None."""
+    def _insert(self, token: str, batch: pa.Table,
+                raw: tuple[RawRequest, ...] = ()) -> Exception | None:
+        """Insert `batch` and the raw requests under `token`; the error when the store
+        failed, else None."""
         try:
-            insert_spans(self.store, batch, token)
+            native_spans = 0
+            if raw:
+                batch, native_spans = self._insert_raw(token, batch, raw)
+            if batch.num_rows:
+                insert_spans(self.store, batch, token)
         except Exception as exc:
             self._store_failed(exc)
             return exc
         self._store_answered()
-        self.written_spans += batch.num_rows
+        self.written_spans += batch.num_rows + native_spans
+        self.native_spans += native_spans
         return None
+
+    def _insert_raw(self, token: str, batch: pa.Table,
+                    raw: tuple[RawRequest, ...]) -> tuple[pa.Table, int]:
+        """Insert what chDB can decode of `raw` (under its own token); return `batch` with
+        the rest decoded in Python, and the spans inserted. A failed native step decodes all
+        of them in Python, unless the store itself does not answer."""
+        try:
+            skip = set(self.native.split(list(raw)))
+            if len(skip) < len(raw):
+                self.native.insert(sorted(skip), token + "/native")
+        except Exception as exc:
+            if not _store_answers(self.store):
+                raise
+            self.native_fallbacks += 1
+            log.error("native decode of %d requests failed, decoding them in Python: %s",
+                      len(raw), exc)
+            skip = set(range(len(raw)))
+        limits = self.native.limits
+        decoded = [decode_request(ExportTraceServiceRequest.FromString(raw[i].payload), limits,
+                                  raw[i].project or None).batch for i in sorted(skip)]
+        native_spans = sum(r.spans for i, r in enumerate(raw) if i not in skip)
+        return (pa.concat_tables([batch] + decoded) if decoded else batch), native_spans
 
     def _write_each(self, requests: list[_Request]) -> None:
         """Insert each request under its own token (no spool to recover a group from)."""
@@ -316,8 +366,17 @@ class Pipeline:
             self._next_insert = time.monotonic() + self.insert_interval_s
             segment, records = self.spool.take_segment()
             batch = pa.concat_tables([r.batch for r in records])
-            if self._insert(segment_token(records), batch) is None:
+            raw = tuple(r for record in records for r in record.raw)
+            if self._insert(segment_token(records), batch, raw) is None:
                 self.spool.segment_done(segment)
+
+
+def _store_answers(store: Store) -> bool:
+    try:
+        store.query("SELECT 1 AS one")
+        return True
+    except Exception:
+        return False
 
 
 def segment_token(records: list[Record]) -> str:

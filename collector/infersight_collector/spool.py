@@ -15,7 +15,10 @@ A spool is a directory of segment files (`00000001.spool`, ...). Each record is
     magic (4 bytes) | payload length (u32) | crc32 of payload (u32) | payload
 
 with the payload = token length (u16) | dedup token (utf-8) | Arrow IPC stream of the batch,
-whose schema metadata holds the request tokens. Segments roll over at `segment_bytes` and are
+whose schema metadata holds the request tokens. A record that also holds requests kept as
+received (`native.RawRequest`) has the magic `ISP2`, the IPC stream's length (u32) before it,
+and after it each request as project length (u16) | project | spans (u32) | length (u32) |
+its bytes. Segments roll over at `segment_bytes` and are
 deleted once every record in them is in the store; their request tokens are first appended to
 `requests.window` (fsynced), which keeps the last `window_requests` of them.
 
@@ -37,11 +40,16 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from .native import RawRequest
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"ISP1"
+MAGIC_RAW = b"ISP2"  # a record with raw requests
 _HEADER = struct.Struct("<4sII")
 _TOKEN_LEN = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_RAW_HEAD = struct.Struct("<HII")  # project length, spans, payload length
 _SUFFIX = ".spool"
 _REQUESTS_KEY = b"infersight.requests"
 WINDOW_FILE = "requests.window"
@@ -64,6 +72,11 @@ class Record:
     token: str
     batch: pa.Table
     requests: tuple[str, ...] = ()  # tokens of the client requests whose spans these are
+    raw: tuple[RawRequest, ...] = ()  # requests kept as received, decoded at insert
+
+    @property
+    def nbytes(self) -> int:
+        return self.batch.nbytes + sum(len(r.payload) for r in self.raw)
 
 
 def encode(record: Record) -> bytes:
@@ -74,19 +87,42 @@ def encode(record: Record) -> bytes:
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_table(batch)
     token = record.token.encode()
-    payload = _TOKEN_LEN.pack(len(token)) + token + sink.getvalue().to_pybytes()
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    ipc = sink.getvalue().to_pybytes()
+    parts = [_TOKEN_LEN.pack(len(token)), token]
+    if record.raw:
+        parts.append(_U32.pack(len(ipc)))
+    parts.append(ipc)
+    for r in record.raw:
+        project = r.project.encode()
+        parts += [_RAW_HEAD.pack(len(project), r.spans, len(r.payload)), project, r.payload]
+    payload = b"".join(parts)
+    magic = MAGIC_RAW if record.raw else MAGIC
+    return _HEADER.pack(magic, len(payload), zlib.crc32(payload)) + payload
 
 
-def _decode_payload(payload: bytes, with_batch: bool = True) -> Record:
+def _decode_payload(magic: bytes, payload: bytes, with_batch: bool = True) -> Record:
     (n,) = _TOKEN_LEN.unpack_from(payload)
     token = payload[_TOKEN_LEN.size:_TOKEN_LEN.size + n].decode()
-    with pa.ipc.open_stream(payload[_TOKEN_LEN.size + n:]) as reader:
+    start = _TOKEN_LEN.size + n
+    end = len(payload)
+    if magic == MAGIC_RAW:
+        (ipc_len,) = _U32.unpack_from(payload, start)
+        start += _U32.size
+        end = start + ipc_len
+    with pa.ipc.open_stream(payload[start:end]) as reader:
         meta = reader.schema.metadata or {}
         requests = tuple(meta[_REQUESTS_KEY].decode().split("\n")) if _REQUESTS_KEY in meta \
             else ()
         batch = reader.read_all().replace_schema_metadata(None) if with_batch else None
-    return Record(token, batch, requests)
+    raw = []
+    while with_batch and end < len(payload):
+        project_len, spans, size = _RAW_HEAD.unpack_from(payload, end)
+        end += _RAW_HEAD.size
+        project = payload[end:end + project_len].decode()
+        end += project_len
+        raw.append(RawRequest(payload[end:end + size], project, spans))
+        end += size
+    return Record(token, batch, requests, tuple(raw))
 
 
 def _scan(path: str) -> tuple[list[tuple[int, int]], int]:
@@ -97,7 +133,7 @@ def _scan(path: str) -> tuple[list[tuple[int, int]], int]:
     while offset + _HEADER.size <= len(data):
         magic, length, crc = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
-        if magic != MAGIC or start + length > len(data) or \
+        if magic not in (MAGIC, MAGIC_RAW) or start + length > len(data) or \
                 zlib.crc32(data[start:start + length]) != crc:
             break
         spans.append((start, length))
@@ -168,7 +204,9 @@ class Spool:
         with open(path, "rb") as f:
             data = f.read()
         for s, n in spans:
-            segment.requests.extend(_decode_payload(data[s:s + n], with_batch=False).requests)
+            magic = data[s - _HEADER.size:s - _HEADER.size + len(MAGIC)]
+            segment.requests.extend(
+                _decode_payload(magic, data[s:s + n], with_batch=False).requests)
             self._pending.append(_Pending(segment, s, n, None))
         self._segments.append(segment)
         self._bytes += end
@@ -206,8 +244,8 @@ class Spool:
             segment.size += size
             self._bytes += size
             for record, data in zip(records, encoded):
-                keep = self._cached + record.batch.nbytes <= _CACHE_BYTES
-                self._cached += record.batch.nbytes if keep else 0
+                keep = self._cached + record.nbytes <= _CACHE_BYTES
+                self._cached += record.nbytes if keep else 0
                 self._pending.append(_Pending(segment, offset + _HEADER.size,
                                               len(data) - _HEADER.size, record if keep else None))
                 segment.live += 1
@@ -255,8 +293,9 @@ class Spool:
 
     def _read(self, p: _Pending) -> Record:
         with open(p.segment.path, "rb") as f:
-            f.seek(p.start)
-            return _decode_payload(f.read(p.length))
+            f.seek(p.start - _HEADER.size)
+            data = f.read(_HEADER.size + p.length)
+        return _decode_payload(data[:len(MAGIC)], data[_HEADER.size:])
 
     def segment_done(self, segment: _Segment) -> None:
         """Every record of `segment` (from `take_segment`) is in the store: delete it."""
@@ -265,7 +304,7 @@ class Spool:
             while self._pending and self._pending[0].segment is segment:
                 p = self._pending.popleft()
                 if p.record is not None:
-                    self._cached -= p.record.batch.nbytes
+                    self._cached -= p.record.nbytes
 
     def _retire(self, segment: _Segment) -> None:
         """Keep the segment's request tokens in the window file, then delete the segment."""

@@ -10,15 +10,14 @@ import random
 import struct
 from datetime import datetime, timedelta, timezone
 
-import chdb
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from infersight import attributes as A
-from infersight_collector.decode import DEFAULT_LIMITS, Limits, decode_request
+from infersight_collector.decode import DEFAULT_LIMITS, Limits, _double, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans
-from infersight_collector.native import Native, RawRequest, repr_double, valid_spans
+from infersight_collector.native import Native, RawRequest, double_text, valid_spans
 from infersight_collector.store import insert_spans
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CLICKHOUSE_URL")),
@@ -31,9 +30,9 @@ _IDS = itertools.count(1)
 PRICED = {A.COST: 0.5, A.COST_SOURCE: "sdk"}  # a span normalize leaves alone
 
 
-def test_doubles_are_written_as_python_writes_them():
+def test_doubles_are_written_as_decode_writes_them(store):
     random.seed(3)
-    values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05,
+    values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05, 1e-6, 9.9e-7, 1e21, 9.99e20, 2.0 ** 60,
               -2.5e-07, 1e22, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3, float("inf"),
               float("-inf"), float("nan")]
     for _ in range(20_000):
@@ -41,11 +40,11 @@ def test_doubles_are_written_as_python_writes_them():
         values.append(random.random() * 10 ** random.randint(-12, 20))
         values.append(float(random.randint(-10 ** 17, 10 ** 17)))
     data = ",".join(f"'{struct.pack('<d', v).hex()}'" for v in values)
-    sql = (f"SELECT {repr_double('x')} FROM (SELECT arrayJoin(arrayZip([{data}], "
+    sql = (f"SELECT {double_text('x')} FROM (SELECT arrayJoin(arrayZip([{data}], "
            f"range({len(values)}))) AS t, reinterpretAsFloat64(unhex(t.1)) AS x) ORDER BY t.2 "
-           "SETTINGS max_query_size = 100000000 FORMAT TSV")
-    written = chdb.query(sql).bytes().decode().split("\n")[:len(values)]
-    assert written == [repr(v) for v in values]
+           "SETTINGS max_query_size = 100000000")
+    written = list(store.query(sql).iloc[:, 0])
+    assert written == [_double(v) for v in values]
 
 
 def _span(request, attributes=None, **fields):
@@ -253,3 +252,51 @@ def test_spans_with_invalid_ids_are_left_to_python():
         for key, value in bad.items():
             setattr(request.resource_spans[0].scope_spans[0].spans[0], key, value)
         assert valid_spans(request) is None, bad
+
+
+@pytest.fixture
+def native_collector(native_store, tmp_path):
+    """The OTLP/gRPC collector as `infersight collector` runs it on the embedded store: spool,
+    native decode. Yields (channel, pipeline, spool directory)."""
+    import grpc
+
+    from infersight_collector.otlp_grpc import create_server
+    from infersight_collector.pipeline import Pipeline
+    from infersight_collector.spool import Spool
+
+    spool = Spool(str(tmp_path / "spool"), 1 << 30)
+    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "spool" / "native"))
+    pipeline = Pipeline(native_store, spool=spool, native=native, insert_interval_s=0.05).start()
+    server, port = create_server(pipeline, "127.0.0.1", 0)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel, pipeline
+    server.stop(None)
+    pipeline.stop()
+
+
+def test_the_collector_stores_what_decode_stores_through_either_path(native_collector):
+    from test_otlp_grpc_spec import call
+
+    channel, pipeline = native_collector
+    complex_ones = list(_complex_requests(DEFAULT_LIMITS).values())
+    invalid = _one()
+    _span(invalid).span_id = b"\0" * 8  # a second span, rejected alone
+    requests = _simple_requests() + complex_ones + [invalid]
+    responses = [call(channel, r.SerializeToString()) for r in requests]
+    assert [r.partial_success.rejected_spans for r in responses] == [0] * (len(requests) - 1) + [1]
+    assert pipeline.flush(30)
+    ours = _stored(pipeline.store)
+    pipeline.store.command(f"TRUNCATE TABLE {pipeline.store.database}.otel_traces")
+    for r in requests:
+        insert_spans(pipeline.store, decode_request(r).batch)
+    theirs = _stored(pipeline.store)
+    assert len(ours) == sum(len(ss.spans) for r in requests for rs in r.resource_spans
+                            for ss in rs.scope_spans) - 1
+    assert _differences(ours, theirs) == []
+    assert pipeline.native_fallbacks == 0
+    assert pipeline.native_spans == sum(valid_spans(r) for r in _simple_requests())
+    # A re-sent request is acknowledged, not stored twice.
+    call(channel, requests[0].SerializeToString())
+    assert pipeline.flush(30)
+    assert pipeline.duplicate_requests == 1
