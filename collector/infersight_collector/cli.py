@@ -21,10 +21,14 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _default_decode_workers() -> int:
+def _decode_workers(args: argparse.Namespace, native: bool) -> int:
+    """--decode-workers, else one per core for Python decode on more than one core. With
+    native decode the receivers decode only requests with invalid ids: none."""
+    if args.decode_workers is not None:
+        return args.decode_workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count() or 1
-    return cores if cores > 1 else 0
+    return cores if cores > 1 and not native else 0
 
 
 def _open_store(args: argparse.Namespace):
@@ -60,7 +64,7 @@ def _start_collector(store, args: argparse.Namespace):
         host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         metrics_port=args.metrics_port, max_message_bytes=args.max_message_bytes,
         api_keys_file=args.api_keys_file, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        limits=limits, decode_workers=args.decode_workers))
+        limits=limits, decode_workers=_decode_workers(args, native is not None)))
     return pipeline, server
 
 
@@ -270,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "request is decoded in Python (always with --clickhouse-url) "
                             "(default native)")
         p.add_argument("--decode-workers", type=int,
-                       default=_env_int("INFERSIGHT_DECODE_WORKERS", _default_decode_workers()),
+                       default=(int(os.environ["INFERSIGHT_DECODE_WORKERS"])
+                                if "INFERSIGHT_DECODE_WORKERS" in os.environ else None),
                        help="processes that decode OTLP requests, so ingest is not held to "
                             "one core by the GIL; 0 decodes in the receiving threads "
-                            "(default: one per core, 0 on one core)")
+                            "(default: one per core with --decode python on more than one "
+                            "core, else 0)")
 
     def listen_flags(p: argparse.ArgumentParser, grpc: bool, dashboard: bool) -> None:
         p.add_argument("--host", default=os.environ.get("INFERSIGHT_HOST", "0.0.0.0"))

@@ -180,9 +180,10 @@ def complex_sql(path: str, limits: Limits) -> str:
 
 def select_sql(path: str, skip: str) -> str:
     """The `COLUMNS` of the spans of the requests in `path` whose index is not in `skip` (an
-    SQL array), as `decode_request` builds them."""
-    resource = (f"if(infersight_project = '', {_map('rs.resource.attributes')}, "
-                f"mapUpdate({_map('rs.resource.attributes')}, "
+    SQL array), as `decode_request` builds them. Each resource's map is built once, and
+    each ARRAY JOIN unnests only the arrays it names, so no row carries its neighbours."""
+    resource = (f"if(infersight_project = '', {_map('attributes')}, "
+                f"mapUpdate({_map('attributes')}, "
                 f"map('{PROJECT_ATTRIBUTE}', infersight_project)))")
     return f"""SELECT
     fromUnixTimestamp64Nano(toInt64(sp.start_time_unix_nano)) AS Timestamp,
@@ -192,17 +193,22 @@ def select_sql(path: str, skip: str) -> str:
     if(sp.kind BETWEEN 0 AND 5,
        ['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer'][sp.kind + 1],
        'Unspecified') AS SpanKind,
-    ResourceAttributes['service.name'] AS ServiceName,
-    {resource} AS ResourceAttributes,
-    ss.scope.name AS ScopeName, ss.scope.version AS ScopeVersion,
+    Resource['service.name'] AS ServiceName,
+    Resource AS ResourceAttributes,
+    scope.name AS ScopeName, scope.version AS ScopeVersion,
     {_map('sp.attributes')} AS SpanAttributes,
     toUInt64(greatest(toInt64(sp.end_time_unix_nano) - toInt64(sp.start_time_unix_nano), 0))
         AS Duration,
     if(sp.status.code BETWEEN 0 AND 2, ['Unset', 'Ok', 'Error'][sp.status.code + 1], 'Unset')
         AS StatusCode,
     sp.status.message AS StatusMessage
-FROM (SELECT * FROM {_from(path)} WHERE NOT has({skip}, infersight_index))
-ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp"""
+FROM (
+    SELECT {resource} AS Resource, scopes
+    FROM (SELECT * FROM {_from(path)} WHERE NOT has({skip}, infersight_index))
+    ARRAY JOIN resource_spans.resource.attributes AS attributes,
+               resource_spans.scope_spans AS scopes)
+ARRAY JOIN scopes.scope AS scope, scopes.spans AS spans
+ARRAY JOIN spans AS sp"""
 
 
 def valid_spans(request) -> int | None:
@@ -252,17 +258,28 @@ def _field(number: int, wire_type: int) -> bytes:
 _PROJECT_TAG, _INDEX_TAG = _field(_PROJECT_FIELD, 2), _field(_INDEX_FIELD, 0)
 
 
-def delimited(requests: list[RawRequest]) -> bytes:
-    """The requests as the Protobuf format reads them, each after its varint length, with
-    its project and its index here appended."""
+def delimited(requests: list[RawRequest], start: int = 0, step: int = 1) -> bytes:
+    """Every `step`th of the requests from `start`, as the Protobuf format reads them: each
+    after its varint length, with its project and its index in `requests` appended."""
     out = []
-    for i, r in enumerate(requests):
+    for i in range(start, len(requests), step):
+        r = requests[i]
         project = r.project.encode()
         tail = _PROJECT_TAG + _varint(len(project)) + project + _INDEX_TAG + _varint(i)
         out.append(_varint(len(r.payload) + len(tail)))
         out.append(r.payload)
         out.append(tail)
     return b"".join(out)
+
+
+# Spans a statement: reading and building rows takes about 10 KB a span at once; at 30k
+# spans a statement inserts nearly as fast as at 90k (61k against 65k spans/s here) in half
+# the memory (peak RSS 0.78 against 1.46 GB).
+CHUNK_SPANS = 30_000
+# The files are read in parallel, so rows come in no set order: a statement must insert one
+# block, deduplicated by its token alone, or a replay could cut the rows into blocks
+# differently and drop some as duplicates of the first try.
+_ONE_BLOCK = "min_insert_block_size_rows = 1000000000, min_insert_block_size_bytes = 0"
 
 
 class Native:
@@ -276,26 +293,47 @@ class Native:
         schema = os.path.join(directory, "otlp.proto")
         with open(schema, "w") as f:
             f.write(SCHEMA)
-        self.path = os.path.join(directory, "native-requests.bin")
+        # Requests are written round robin into one file per core, which ClickHouse parses
+        # in parallel (one file is one thread's work).
+        self.parts = [os.path.join(directory, f"requests-{i}.bin")
+                      for i in range(max(len(os.sched_getaffinity(0)), 1))]
+        self.path = os.path.join(directory, "requests-*.bin")
         self.settings = (f"format_schema = '{schema}:ExportTraceServiceRequest', "
                          "input_format_protobuf_oneof_presence = 1")
 
-    def split(self, requests: list[RawRequest]) -> list[int]:
-        """Write the requests where the SQL reads them; the indexes of those it cannot store
-        (`complex_sql`), for the caller to decode in Python."""
-        with open(self.path, "wb") as f:
-            f.write(delimited(requests))
+    def insert(self, requests: list[RawRequest], token: str) -> list[int]:
+        """Insert the spans of `requests` that the SQL can store, `CHUNK_SPANS` at most a
+        statement, each chunk under `token` and its number; return the indexes of those it
+        cannot store (`complex_sql`), for the caller to decode in Python."""
+        skipped, chunk, spans = [], [], 0
+        for i, request in enumerate(requests):
+            chunk.append(request)
+            spans += request.spans
+            if spans >= CHUNK_SPANS or i == len(requests) - 1:
+                first = i + 1 - len(chunk)
+                skip = self._split(chunk)
+                if len(skip) < len(chunk):
+                    self._insert(skip, f"{token}/{first}")
+                skipped += [first + j for j in skip]
+                chunk, spans = [], 0
+        return skipped
+
+    def _split(self, requests: list[RawRequest]) -> list[int]:
+        """Write the requests where the SQL reads them; the indexes of those it cannot store."""
+        for start, path in enumerate(self.parts):
+            with open(path, "wb") as f:
+                f.write(delimited(requests, start, len(self.parts)))
         found = self.store.query(f"{complex_sql(self.path, self.limits)} "
                                  f"SETTINGS {self.settings}")
         return sorted(int(i) for i in found["infersight_index"])
 
-    def insert(self, skip: list[int], token: str) -> None:
-        """Insert the spans of the requests `split` wrote, but those at `skip`, under the
-        deduplication `token`."""
+    def _insert(self, skip: list[int], token: str) -> None:
+        """Insert the spans of the requests `_split` wrote, but those at `skip`."""
         from .store.chdb import INSERT_SETTINGS_SQL
 
         self.store.command(
             f"INSERT INTO {self.store.database}.otel_traces ({', '.join(COLUMNS)}) "
             f"{select_sql(self.path, '[' + ','.join(map(str, skip)) + ']')} "
-            f"SETTINGS {self.settings}, {INSERT_SETTINGS_SQL}, insert_deduplicate = 1, "
-            "insert_deduplication_token = {token:String}", {"token": token})
+            f"SETTINGS {self.settings}, {INSERT_SETTINGS_SQL}, {_ONE_BLOCK}, "
+            "insert_deduplicate = 1, insert_deduplication_token = {token:String}",
+            {"token": token})

@@ -310,9 +310,7 @@ class Pipeline:
         the rest decoded in Python, and the spans inserted. A failed native step decodes all
         of them in Python, unless the store itself does not answer."""
         try:
-            skip = set(self.native.split(list(raw)))
-            if len(skip) < len(raw):
-                self.native.insert(sorted(skip), token + "/native")
+            skip = set(self.native.insert(list(raw), token + "/native"))
         except Exception as exc:
             if not _store_answers(self.store):
                 raise

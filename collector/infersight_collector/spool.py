@@ -59,8 +59,9 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # again. At 500 spans a request that is 20 minutes at 100k spans/s.
 DEFAULT_WINDOW_REQUESTS = 250_000
 # Records appended by this process stay in memory until they are in the store, up to this
-# many bytes; past it (a long store outage) they are read back from disk.
-_CACHE_BYTES = 256 * 1024 * 1024
+# many bytes (a segment's worth); past it (a backlog, a store outage) they are read back from
+# disk, most often from the page cache.
+_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class SpoolFull(Exception):

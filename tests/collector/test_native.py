@@ -18,6 +18,7 @@ from infersight import attributes as A
 from infersight_collector.decode import DEFAULT_LIMITS, Limits, _double, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans
 from infersight_collector.native import Native, RawRequest, double_text, valid_spans
+from infersight_collector import native as native_module
 from infersight_collector.store import insert_spans
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CLICKHOUSE_URL")),
@@ -187,8 +188,7 @@ def _both_ways(store, requests: list[RawRequest], limits: Limits = DEFAULT_LIMIT
     """(rows the native path stored, rows decode_request's batches stored, the indexes the
     native path handed back)."""
     native = Native(store, limits, str(store.native_dir))
-    skip = native.split(requests)
-    native.insert(skip, "native")
+    skip = native.insert(requests, "native")
     ours = _stored(store)
     store.command(f"TRUNCATE TABLE {store.database}.otel_traces")
     for i, r in enumerate(requests):
@@ -225,7 +225,8 @@ def test_load_generator_spans_with_a_project_are_stored_as_decode_stores_them(na
 
 @pytest.mark.parametrize("limits", [DEFAULT_LIMITS, Limits(max_value_chars=40, max_key_chars=30,
                                                            max_attributes=12)])
-def test_every_span_native_cannot_store_goes_back_to_python(native_store, limits):
+def test_every_span_native_cannot_store_goes_back_to_python(native_store, limits, monkeypatch):
+    monkeypatch.setattr(native_module, "CHUNK_SPANS", 2)  # indexes hold across statements
     cases = _complex_requests(limits)
     simple = _simple_requests()[1:]  # the first has keys and values past the small limits
     requests = [_raw(r) for r in cases.values()] + [_raw(r) for r in simple]
@@ -240,7 +241,7 @@ def test_the_same_token_inserts_once(native_store):
     native = Native(native_store, DEFAULT_LIMITS, str(native_store.native_dir))
     requests = [_raw(_one()), _raw(_one())]
     for _ in range(2):
-        native.insert(native.split(requests), "same token")
+        assert native.insert(requests, "same token") == []
     assert len(_stored(native_store)) == 2
 
 
