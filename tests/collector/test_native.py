@@ -214,11 +214,14 @@ def test_simple_spans_are_stored_as_decode_stores_them(native_store):
 
 
 def test_load_generator_spans_with_a_project_are_stored_as_decode_stores_them(native_store):
-    payloads = export_requests(generate_spans(600, START, END, seed=11), 200)
-    requests = [RawRequest(p, project, 200) for p, project in zip(payloads, ["", "acme", "b'c"])]
+    payloads = export_requests(generate_spans(6000, START, END, seed=11), 500)
+    requests = [RawRequest(p, project, 500)
+                for p, project in zip(payloads, ["", "acme", "b'c"] * 4)]
+    # One the SQL cannot store, among them: the guarded insert stops, writing nothing.
+    requests.insert(5, _raw(_one({"llm.usage.prompt_tokens": 3})))
     ours, theirs, skip = _both_ways(native_store, requests)
-    assert skip == []
-    assert len(ours) == 600
+    assert skip == [5]
+    assert len(ours) == 6000
     assert _differences(ours, theirs) == []
     assert {row["ProjectId"] for row in ours.values()} == {"", "acme", "b'c"}
 
@@ -301,3 +304,60 @@ def test_the_collector_stores_what_decode_stores_through_either_path(native_coll
     call(channel, requests[0].SerializeToString())
     assert pipeline.flush(30)
     assert pipeline.duplicate_requests == 1
+
+
+def _pipeline(store, directory, native=None):
+    from infersight_collector.pipeline import Pipeline
+    from infersight_collector.spool import Spool
+
+    native = native or Native(store, DEFAULT_LIMITS, str(directory / "native"))
+    return Pipeline(store, spool=Spool(str(directory / "spool"), 1 << 24), native=native,
+                    insert_interval_s=0.05)
+
+
+def test_raw_requests_survive_the_spool_and_a_crash_replays_them_once(native_store, tmp_path):
+    """A group of raw requests and a decoded batch reached the store, but the collector
+    died before deleting the segment: on start it is inserted again, and nothing twice."""
+    from infersight_collector.pipeline import group_token, segment_token
+    from infersight_collector.spool import Record, Spool
+
+    raw = tuple(_raw(r, project) for r, project in zip(_simple_requests()[:3], ["", "p", ""]))
+    decoded = decode_request(_one()).batch
+    tokens = tuple(r.token() for r in raw) + ("decoded",)
+    record = Record(group_token(tokens), decoded, tokens, raw)
+    spool = Spool(str(tmp_path / "spool"), 1 << 24)
+    spool.append([record])
+    spool.close()
+    (back,) = list(Spool(str(tmp_path / "spool"), 1 << 24))  # read from disk
+    assert back.raw == raw and back.requests == tokens and back.batch.equals(decoded)
+    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "native"))
+    token = segment_token([record])
+    native.insert(list(raw), token + "/native")
+    insert_spans(native_store, decoded, token)
+    before = _stored(native_store)
+    pipeline = _pipeline(native_store, tmp_path, native).start()
+    try:
+        assert pipeline.flush(30)
+        assert pipeline.spool.records == 0
+    finally:
+        pipeline.stop()
+    assert _stored(native_store) == before
+    assert len(before) == sum(r.spans for r in raw) + 1
+
+
+def test_a_failing_native_statement_falls_back_to_python(native_store, tmp_path):
+    """Whatever makes the SQL fail (here its protobuf schema is damaged), the spooled
+    requests are decoded in Python and stored, not left in the spool."""
+    pipeline = _pipeline(native_store, tmp_path)
+    with open(tmp_path / "native" / "otlp.proto", "w") as f:
+        f.write("not a schema")
+    requests = [_raw(r) for r in _simple_requests()]
+    pipeline.start()
+    try:
+        for r in requests:
+            pipeline.submit(r).result(10)
+        assert pipeline.flush(30)
+    finally:
+        pipeline.stop()
+    assert pipeline.native_fallbacks >= 1 and pipeline.native_spans == 0
+    assert len(_stored(native_store)) == sum(r.spans for r in requests)
