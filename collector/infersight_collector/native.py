@@ -1,25 +1,27 @@
 """Native decode: chDB parses OTLP requests as received and builds their rows in SQL.
 
-Building a span's row in Python costs about 25 us (`decode_request`, one core); the same in
-ClickHouse's own protobuf reader and SQL, a spool segment at a time, costs a fifth of that. So
-with the embedded store a receiver only parses a request (upb, about 1 us a span) and checks
-its ids and times, which it must answer for at once; the request's bytes go to the spool as
-they came, and the inserter inserts a segment's requests with one `INSERT ... SELECT ... FROM
-file(..., 'Protobuf')` (`Native.insert`). A query costs about 15 ms to plan whatever it reads,
-which is why this happens per segment (thousands of requests), not per request.
+Building a span's row in Python costs about 26 CPU-us (`decode_request`); ClickHouse's own
+protobuf reader and SQL do the same in about 10, most of it on more than one core. So with the
+embedded store a receiver only parses a request (upb, about 1 us a span) and checks its ids
+and times, which it must answer for at once; the spool keeps the request's bytes as they came,
+and the inserter inserts them with `INSERT ... SELECT ... FROM file(..., 'Protobuf')`
+(`Native.insert`), `CHUNK_SPANS` spans a statement. A statement costs about 15 ms to plan
+whatever it reads, which is why this happens per segment, not per request.
 
 The SQL covers the spans that need none of `decode_request`'s special cases, which is what
 tracers send: scalar and string-array attributes under the `Limits`, no events or links, no
-foreign conventions to rename, and either a cost source or no tokens to price. The inserter
-first asks which requests have any other span (`Native.complex`) and decodes those in Python,
-so every span is stored exactly as `decode_request` stores it; the tests hold the two paths
-to the same rows. The ClickHouse server backend reads files on its own host, so it keeps
-decoding in Python.
+foreign conventions to rename, and either a cost source or no tokens to price. Each statement
+is guarded: when a request has any other span it stops, writing nothing; the requests that
+need Python are then looked up (`complex_sql`), the rest inserted, and those decoded by the
+caller. So every span is stored exactly as `decode_request` stores it, and the tests hold the
+two paths to the same rows. The ClickHouse server backend reads files on its own host, so it
+keeps decoding in Python.
 
 Each stored request is the client's bytes with two fields appended (protobuf merges them into
-the message): the project its API key gave, and its index in the segment. Field numbers of
+the message): the project its API key gave, and its index in the statement. Field numbers of
 the rest are opentelemetry-proto's.
 """
+
 
 from __future__ import annotations
 
@@ -318,10 +320,11 @@ class Native:
             f.write(SCHEMA)
         # Requests are written round robin into one file per core, which ClickHouse parses
         # in parallel (one file is one thread's work).
-        self.parts = [os.path.join(directory, f"requests-{i}.bin")
-                      for i in range(max(len(os.sched_getaffinity(0)), 1))]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+        self.parts = [os.path.join(directory, f"requests-{i}.bin") for i in range(cores)]
         self.path = os.path.join(directory, "requests-*.bin")
-        self.settings = (f"format_schema = '{schema}:ExportTraceServiceRequest', "
+        self.settings = (f"format_schema = {_literal(schema + ':ExportTraceServiceRequest')}, "
                          "input_format_protobuf_oneof_presence = 1")
 
     def insert(self, requests: list[RawRequest], token: str) -> list[int]:

@@ -121,6 +121,12 @@ def _tokens(attrs: dict[str, str], key: str) -> int:
         return 0
 
 
+def _double(value: float) -> str:
+    from .decode import _double  # written as decode writes a double attribute (it imports us)
+
+    return _double(value)
+
+
 def _add_cost(attrs: dict[str, str], start_ns: int) -> None:
     usage = Usage(input=_tokens(attrs, A.INPUT_TOKENS), output=_tokens(attrs, A.OUTPUT_TOKENS),
                   cache_read=_tokens(attrs, A.CACHE_READ_TOKENS),
@@ -131,5 +137,5 @@ def _add_cost(attrs: dict[str, str], start_ns: int) -> None:
     if cost is None:
         attrs[A.COST_SOURCE] = A.COST_UNKNOWN_MODEL
     else:
-        attrs[A.COST] = repr(cost)
+        attrs[A.COST] = _double(cost)
         attrs[A.COST_SOURCE] = A.COST_FROM_COLLECTOR

@@ -61,6 +61,12 @@ class Metrics:
         if pipeline.spool is not None:
             Gauge("infersight_spool_bytes", "Bytes in the on-disk spool, not yet in the store",
                   registry=self.registry).set_function(lambda: pipeline.spool.bytes)
+        if pipeline.native is not None:
+            Gauge("infersight_native_spans", "Of the spans written, those chDB decoded in SQL",
+                  registry=self.registry).set_function(lambda: pipeline.native_spans)
+            Gauge("infersight_native_fallbacks", "Segments decoded in Python because a native "
+                  "insert failed (see the log)",
+                  registry=self.registry).set_function(lambda: pipeline.native_fallbacks)
 
 
 def _readiness(ready: threading.Event, store) -> str | None:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from benchmarks import native_otlp
 from benchmarks import queries as query_bench
 from benchmarks import report
-from benchmarks.native_otlp import NativeDecode
 from infersight_collector.decode import ARROW_SCHEMA, decode_request
 from infersight_collector.loadgen import (
     export_requests,
@@ -126,36 +123,3 @@ def test_query_percentiles_are_nearest_rank():
     p = query_bench._percentile
     assert (p(loads, 0.95), p(loads, 0.5), p([7.0], 0.95)) == (
         19.0, 10.0, 7.0)
-
-
-@pytest.mark.skipif(bool(os.environ.get("CLICKHOUSE_URL")),
-                    reason="file() reads the server's disk, not this machine's")
-def test_native_decode_ceiling_builds_the_rows_decode_builds(store):
-    """The ingest table's native-decode baseline measures SQL that yields what the collector's
-    decoder yields for the load generator's spans (numbers compared as numbers: Python and
-    ClickHouse print some floats differently)."""
-    payloads = export_requests(generate_spans(300, START, END, seed=5), 100)
-    expected = {}
-    for payload in payloads:
-        batch = decode_request(ExportTraceServiceRequest.FromString(payload)).batch
-        nanos = batch.column("Timestamp").cast("int64").to_pylist()
-        for row, ns in zip(batch.to_pylist(), nanos):
-            expected[row["SpanId"]] = {**row, "Timestamp": ns}
-    native = NativeDecode([payloads[:1], payloads[1:]], store)
-    try:
-        rows = native.rows().to_dict("records")
-    finally:
-        native.close()
-    assert len(rows) == 300
-    for row in rows:
-        want = expected[row["SpanId"]]
-        assert pd.Timestamp(row["Timestamp"]).value == want["Timestamp"]
-        for column in native_otlp.COLUMNS.split(", ")[1:]:
-            got, wanted = row[column], want[column]
-            if column.endswith("Attributes"):
-                got, wanted = dict(got), dict(wanted)
-                assert got.keys() == wanted.keys(), column
-                for key, text in wanted.items():
-                    assert got[key] == text or float(got[key]) == float(text), (key, got[key])
-            else:
-                assert got == wanted, column

@@ -72,3 +72,46 @@ def test_json_logs_carry_extra_fields():
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "wrote 3 spans" and entry["level"] == "WARNING"
     assert entry["logger"] == "infersight.x" and entry["batch"] == 7
+
+
+def test_native_decoding_is_counted_and_stamps_the_keys_project(store, tmp_path):
+    """With native decoding (the embedded store's default) a protobuf request is kept as
+    received and decoded by chDB at insert, with its API key's project."""
+    import os
+
+    import pytest
+    from test_otlp_http import _protobuf_of
+
+    from infersight_collector.decode import DEFAULT_LIMITS
+    from infersight_collector.native import Native
+
+    if os.environ.get("CLICKHOUSE_URL"):
+        pytest.skip("native decoding is the embedded store's")
+    keys = tmp_path / "keys"
+    keys.write_text("sk-1 = shop\n")
+    native = Native(store, DEFAULT_LIMITS, str(tmp_path / "native"))
+    pipeline = Pipeline(store, spool=Spool(str(tmp_path / "spool"), 1 << 24),
+                        insert_interval_s=0, native=native).start()
+    receivers = Receivers(pipeline, store, ReceiverSettings(
+        host="127.0.0.1", grpc_port=0, http_port=0, metrics_port=0, api_keys_file=str(keys)))
+    base = f"http://127.0.0.1:{receivers.ops.server_address[1]}"
+    url = f"http://127.0.0.1:{receivers.http.server_address[1]}/v1/traces"
+    priced = json_request(span_id="eee19b7ec3c1b175")  # by its tracer: stored by chDB
+    priced["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"] += [
+        {"key": "gen_ai.usage.cost", "value": {"doubleValue": 0.25}},
+        {"key": "infersight.cost.source", "value": {"stringValue": "sdk"}}]
+    try:
+        for body in (priced, json_request()):  # the second, priced at ingest: by Python
+            reply = requests.post(url, data=_protobuf_of(body), timeout=10, headers={
+                "Authorization": "Bearer sk-1", "Content-Type": "application/x-protobuf"})
+            assert reply.status_code == 200
+        assert pipeline.flush()
+        got = samples(base)
+        assert got[("infersight_written_spans", ())] == 2
+        assert got[("infersight_native_spans", ())] == 1
+        assert got[("infersight_native_fallbacks", ())] == 0
+    finally:
+        receivers.stop(grace=5).wait()
+        pipeline.stop()
+    assert list(store.query(f"SELECT ProjectId FROM {store.database}.otel_traces").ProjectId) \
+        == ["shop", "shop"]
