@@ -26,6 +26,7 @@ the rest are opentelemetry-proto's.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ from infersight._otlp import _varint
 from .auth import PROJECT_ATTRIBUTE
 from .decode import _MAX_NS, _ZERO_SPAN, _ZERO_TRACE, Limits
 from .normalize import RENAMES
+
+log = logging.getLogger(__name__)
 
 # Appended to each stored request; far above any field number OTLP uses.
 _PROJECT_FIELD, _INDEX_FIELD = 1000, 1001
@@ -324,13 +327,16 @@ class Native:
             else os.cpu_count() or 1
         self.parts = [os.path.join(directory, f"requests-{i}.bin") for i in range(cores)]
         self.path = os.path.join(directory, "requests-*.bin")
+        self.fallbacks = 0  # chunks decoded in Python because their statement failed
         self.settings = (f"format_schema = {_literal(schema + ':ExportTraceServiceRequest')}, "
                          "input_format_protobuf_oneof_presence = 1")
 
     def insert(self, requests: list[RawRequest], token: str) -> list[int]:
         """Insert the spans of `requests` that the SQL can store, `CHUNK_SPANS` at most a
         statement, each chunk under `token` and its number; return the indexes of those it
-        cannot store (`complex_sql`), for the caller to decode in Python.
+        cannot store (`complex_sql`), for the caller to decode in Python. A chunk whose
+        statement fails for any reason but the store being down is returned whole (and
+        counted in `fallbacks`), so no request is ever stuck in the spool by this path.
 
         A chunk is first inserted whole, guarded: in the usual case, where every request is
         simple, that is the only statement, and the requests are parsed once. Only when the
@@ -342,9 +348,25 @@ class Native:
             spans += request.spans
             if spans >= CHUNK_SPANS or i == len(requests) - 1:
                 first = i + 1 - len(chunk)
-                skipped += [first + j for j in self._insert_chunk(chunk, f"{token}/{first}")]
+                try:
+                    skip = self._insert_chunk(chunk, f"{token}/{first}")
+                except Exception as exc:
+                    if not self._store_answers():
+                        raise  # the store is down: the caller retries the whole later
+                    self.fallbacks += 1
+                    log.error("native insert of %d requests failed, decoding them in Python: "
+                              "%s", len(chunk), exc)
+                    skip = range(len(chunk))
+                skipped += [first + j for j in skip]
                 chunk, spans = [], 0
         return skipped
+
+    def _store_answers(self) -> bool:
+        try:
+            self.store.query("SELECT 1 AS one")
+            return True
+        except Exception:
+            return False
 
     def _insert_chunk(self, requests: list[RawRequest], token: str) -> list[int]:
         for start, path in enumerate(self.parts):

@@ -64,9 +64,9 @@ class Metrics:
         if pipeline.native is not None:
             Gauge("infersight_native_spans", "Of the spans written, those chDB decoded in SQL",
                   registry=self.registry).set_function(lambda: pipeline.native_spans)
-            Gauge("infersight_native_fallbacks", "Segments decoded in Python because a native "
-                  "insert failed (see the log)",
-                  registry=self.registry).set_function(lambda: pipeline.native_fallbacks)
+            Gauge("infersight_native_fallbacks", "Statements of raw requests decoded in "
+                  "Python because the native insert failed (see the log)",
+                  registry=self.registry).set_function(lambda: pipeline.native.fallbacks)
 
 
 def _readiness(ready: threading.Event, store) -> str | None:

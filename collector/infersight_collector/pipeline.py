@@ -24,8 +24,7 @@ and acknowledged once in the store.
 With `native` (the embedded store, with a spool), a receiver may submit a request's bytes as
 received (`native.RawRequest`) instead of a decoded batch: the spool keeps them, and the
 inserter has chDB decode a segment's requests in SQL (native.py), those the SQL cannot store
-in Python. A native insert that fails for any reason but the store being down falls back to
-decoding the segment in Python, so a request is never stuck in the spool by the native path.
+in Python (as are those of a native statement that failed while the store answers).
 
 When an insert fails the store is taken as down and probed again every `store_retry_s`;
 meanwhile segments wait in the spool. When the spool is full, or there is none, `submit()`
@@ -136,7 +135,6 @@ class Pipeline:
         self.failed_batches = 0
         self.store_errors = 0
         self.native_spans = 0  # of `written_spans`, those chDB decoded (native.py)
-        self.native_fallbacks = 0  # segments decoded in Python after a native insert failed
 
     def start(self) -> "Pipeline":
         if self.spool is not None:
@@ -307,17 +305,8 @@ class Pipeline:
     def _insert_raw(self, token: str, batch: pa.Table,
                     raw: tuple[RawRequest, ...]) -> tuple[pa.Table, int]:
         """Insert what chDB can decode of `raw` (under its own token); return `batch` with
-        the rest decoded in Python, and the spans inserted. A failed native step decodes all
-        of them in Python, unless the store itself does not answer."""
-        try:
-            skip = set(self.native.insert(list(raw), token + "/native"))
-        except Exception as exc:
-            if not _store_answers(self.store):
-                raise
-            self.native_fallbacks += 1
-            log.error("native decode of %d requests failed, decoding them in Python: %s",
-                      len(raw), exc)
-            skip = set(range(len(raw)))
+        the rest decoded in Python, and the spans chDB inserted."""
+        skip = set(self.native.insert(list(raw), token + "/native"))
         limits = self.native.limits
         decoded = [decode_request(ExportTraceServiceRequest.FromString(raw[i].payload), limits,
                                   raw[i].project or None).batch for i in sorted(skip)]
@@ -367,14 +356,6 @@ class Pipeline:
             raw = tuple(r for record in records for r in record.raw)
             if self._insert(segment_token(records), batch, raw) is None:
                 self.spool.segment_done(segment)
-
-
-def _store_answers(store: Store) -> bool:
-    try:
-        store.query("SELECT 1 AS one")
-        return True
-    except Exception:
-        return False
 
 
 def segment_token(records: list[Record]) -> str:

@@ -298,7 +298,7 @@ def test_the_collector_stores_what_decode_stores_through_either_path(native_coll
     assert len(ours) == sum(len(ss.spans) for r in requests for rs in r.resource_spans
                             for ss in rs.scope_spans) - 1
     assert _differences(ours, theirs) == []
-    assert pipeline.native_fallbacks == 0
+    assert pipeline.native.fallbacks == 0
     assert pipeline.native_spans == sum(valid_spans(r) for r in _simple_requests())
     # A re-sent request is acknowledged, not stored twice.
     call(channel, requests[0].SerializeToString())
@@ -359,5 +359,19 @@ def test_a_failing_native_statement_falls_back_to_python(native_store, tmp_path)
         assert pipeline.flush(30)
     finally:
         pipeline.stop()
-    assert pipeline.native_fallbacks >= 1 and pipeline.native_spans == 0
+    assert pipeline.native.fallbacks >= 1 and pipeline.native_spans == 0
     assert len(_stored(native_store)) == sum(r.spans for r in requests)
+
+
+def test_a_request_that_breaks_its_statement_costs_only_its_chunk(native_store, tmp_path,
+                                                                   monkeypatch):
+    """A request upb accepts but chDB's reader refuses (here it carries our project field as
+    a number) fails its statement: that chunk is decoded in Python, the others natively, and
+    nothing is stored twice."""
+    monkeypatch.setattr(native_module, "CHUNK_SPANS", 1)  # a statement per request
+    hostile = _one().SerializeToString() + bytes([0xC0, 0x3E, 0x07])  # field 1000, varint 7
+    requests = [_raw(_one()), RawRequest(hostile, "", 1), _raw(_one())]
+    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path))
+    assert native.insert(requests, "t") == [1]
+    assert native.fallbacks == 1
+    assert len(_stored(native_store)) == 2
