@@ -38,6 +38,7 @@ import functools
 import gc
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -387,6 +388,64 @@ def _peer_python(requirement: str) -> str:
     return str(python)
 
 
+TIKTOKEN_CACHE = VENVS / "tiktoken-cache"
+# In tiktoken_ext/openai_public.py: an encoding's URL and the SHA-256 tiktoken expects of it.
+_TIKTOKEN_BLOB = re.compile(r'"(https://\S+/(\w+)\.tiktoken)",\s*expected_hash="([0-9a-f]{64})"')
+
+
+def tiktoken_file(bpe_ranks: str) -> bytes:
+    """npm tiktoken's compressed ranks (`<char> <first rank> <base64 token> ...` a line) as
+    tiktoken's file (`<base64 token> <rank>` a line, by rank)."""
+    ranks: dict[int, str] = {}
+    for line in bpe_ranks.splitlines():
+        _, first, *tokens = line.split(" ")
+        ranks.update((int(first) + i, token) for i, token in enumerate(tokens))
+    return "".join(f"{ranks[r]} {r}\n" for r in sorted(ranks)).encode()
+
+
+def _tiktoken_cache(python: str) -> dict[str, str]:
+    """The environment that lets the peer's tiktoken (OpenLIT counts tokens with it) load its
+    encodings here: tiktoken downloads them on first use from a host these machines cannot
+    reach, but the npm `tiktoken` package bundles the same ranks, compressed as lines of
+    `<char> <first rank> <base64 token> ...`. They are written out in tiktoken's own format
+    (`<base64 token> <rank>` a line) into its cache (`TIKTOKEN_CACHE_DIR`, a file per URL
+    named by the URL's SHA-1), each kept only if it hashes to what tiktoken expects, which
+    tiktoken checks again when it reads it. {} when the peer has no tiktoken."""
+    import hashlib
+    import tarfile
+
+    found = subprocess.run([python, "-c", "import tiktoken_ext.openai_public as m; "
+                            "print(m.__file__)"], capture_output=True, text=True, timeout=60)
+    if found.returncode != 0:
+        return {}
+    with open(found.stdout.strip()) as f:
+        blobs = _TIKTOKEN_BLOB.findall(f.read())
+    TIKTOKEN_CACHE.mkdir(parents=True, exist_ok=True)
+    package = None
+    for url, name, expected in blobs:
+        path = TIKTOKEN_CACHE / hashlib.sha1(url.encode()).hexdigest()
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+            continue
+        if package is None:
+            pack = subprocess.run(["npm", "pack", "tiktoken", "--silent", "--pack-destination",
+                                   str(TIKTOKEN_CACHE)], capture_output=True, text=True,
+                                  timeout=600)
+            if pack.returncode != 0:
+                raise RuntimeError("tiktoken would download its encodings, and `npm pack "
+                                   "tiktoken` (which bundles them) failed: "
+                                   + (pack.stderr.strip().splitlines() or ["?"])[-1])
+            package = tarfile.open(TIKTOKEN_CACHE / pack.stdout.strip().splitlines()[-1])
+        try:
+            member = package.extractfile(f"package/encoders/{name}.json")
+        except KeyError:
+            continue  # an encoding npm tiktoken lacks (the peer may not need it)
+        data = tiktoken_file(json.load(member)["bpe_ranks"])
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise RuntimeError(f"npm tiktoken's {name} is not the file tiktoken expects")
+        path.write_bytes(data)
+    return {"TIKTOKEN_CACHE_DIR": str(TIKTOKEN_CACHE)}
+
+
 def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[str, dict]:
     """Each peer's overheads, as `measure` gives ours, from one child process per round: an
     instrumentor's `uninstrument()` may leave work behind (OpenLLMetry's leaves its wrapper on
@@ -397,7 +456,8 @@ def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[s
     for name, (requirement, module) in PEERS.items():
         try:
             python = _peer_python(requirement)
-            check = _peer_run(python, module, calls, queue, check=True)
+            env = _tiktoken_cache(python)
+            check = _peer_run(python, module, calls, queue, env, check=True)
             if check["spans"] < 2:  # e.g. a peer that does not support this openai
                 raise RuntimeError(f"{module} recorded {check['spans']} spans for 2 calls on "
                                    f"openai {check['openai']}")
@@ -406,8 +466,8 @@ def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[s
             if check["stubbed spans"] < 2:
                 result.notes.append(f"{name}: no provider-stubbed rows; its wrapper on "
                                     "Completions.create is not one the benchmark can call")
-            samples = [_peer_run(python, module, calls, queue, stubbed=check["stubbed spans"] >= 2)
-                       for _ in range(rounds)]
+            samples = [_peer_run(python, module, calls, queue, env,
+                                 stubbed=check["stubbed spans"] >= 2) for _ in range(rounds)]
             measured[name] = {case: paired({way: [s[case][way] for s in samples]
                                             for way in samples[0][case]})
                               for case in samples[0]}
@@ -416,11 +476,12 @@ def _peers(result: report.Result, calls: int, rounds: int, queue: int) -> dict[s
     return measured
 
 
-def _peer_run(python: str, module: str, calls: int, queue: int, check: bool = False,
-              stubbed: bool = False) -> dict:
-    """One child in the peer's virtualenv (`_peer_child`, or `_peer_check` with `check`)."""
+def _peer_run(python: str, module: str, calls: int, queue: int, env: dict[str, str],
+              check: bool = False, stubbed: bool = False) -> dict:
+    """One child in the peer's virtualenv (`_peer_child`, or `_peer_check` with `check`),
+    with `env` added to ours."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        env = {**os.environ, "PYTHONPATH": str(report.ROOT / "collector")}
+        env = {**os.environ, **env, "PYTHONPATH": str(report.ROOT / "collector")}
         proc = subprocess.run(
             [python, "-m", "benchmarks.sdk_overhead", "--peer", module, "--calls", str(calls),
              "--queue", str(queue), "--out", out.name]
@@ -460,8 +521,8 @@ class _OpenLIT:
 def _peer_check(module: str) -> dict:
     """Spans the peer records for the two end-to-end calls and the two stubbed ones (which
     only reach it if its wrapper is a wrapt one on `Completions.create`, as OTel
-    instrumentors install), and the first error it logged meanwhile (OpenLIT's spans fail
-    here: it counts tokens with tiktoken, which downloads its encodings on first use)."""
+    instrumentors install), and the first error it logged meanwhile (OpenLIT's spans failed
+    here until its tiktoken got its encodings from `_tiktoken_cache`)."""
     import logging
     from importlib import metadata
 

@@ -123,3 +123,11 @@ def test_query_percentiles_are_nearest_rank():
     p = query_bench._percentile
     assert (p(loads, 0.95), p(loads, 0.5), p([7.0], 0.95)) == (
         19.0, 10.0, 7.0)
+
+
+def test_npm_tiktoken_ranks_become_tiktokens_own_file():
+    """OpenLIT's tiktoken reads its encodings from a cache the benchmark fills from npm's
+    compressed copy: lines of `<char> <first rank> <tokens...>`, not always in rank order."""
+    from benchmarks.sdk_overhead import tiktoken_file
+
+    assert tiktoken_file("! 2 Iw== JA==\n! 0 IQ== Ig==\n") == b"IQ== 0\nIg== 1\nIw== 2\nJA== 3\n"
