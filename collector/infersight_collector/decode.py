@@ -189,6 +189,13 @@ _MAX_NS = (1 << 63) - 1  # timestamps are stored as signed 64-bit nanoseconds
 _ZERO_TRACE, _ZERO_SPAN = bytes(16), bytes(8)
 
 
+def storable(trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> bool:
+    """A span's ids and times are ones `otel_traces` can hold (`_invalid` says why not)."""
+    return (len(trace_id) == 16 and len(span_id) == 8 and len(parent) in (0, 8)
+            and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN
+            and start <= _MAX_NS and end <= _MAX_NS)
+
+
 def _invalid(span) -> str | None:
     """Why the span cannot be stored (OTLP: 16-byte non-zero trace id, 8-byte non-zero span
     id, parent absent or 8 bytes; times that fit a signed 64-bit nanosecond count), or None."""
@@ -250,9 +257,7 @@ def decode_request(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_
             for span in ss.spans:
                 trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                if (len(trace_id) != 16 or len(span_id) != 8 or len(parent) not in (0, 8)
-                        or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN
-                        or start > _MAX_NS or end > _MAX_NS):
+                if not storable(trace_id, span_id, parent, start, end):
                     rejected += 1
                     if len(errors) < 5:
                         errors.append(f"span {span.name[:100]!r}: {_invalid(span)}")

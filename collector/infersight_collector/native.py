@@ -34,7 +34,7 @@ from infersight import attributes as A
 from infersight._otlp import _varint
 
 from .auth import PROJECT_ATTRIBUTE
-from .decode import _MAX_NS, _ZERO_SPAN, _ZERO_TRACE, Limits
+from .decode import Limits, storable
 from .normalize import RENAMES
 
 log = logging.getLogger(__name__)
@@ -245,12 +245,8 @@ def valid_spans(request) -> int | None:
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
             for span in ss.spans:
-                trace_id, span_id = span.trace_id, span.span_id
-                if (len(trace_id) != 16 or len(span_id) != 8
-                        or len(span.parent_span_id) not in (0, 8)
-                        or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN
-                        or span.start_time_unix_nano > _MAX_NS
-                        or span.end_time_unix_nano > _MAX_NS):
+                if not storable(span.trace_id, span.span_id, span.parent_span_id,
+                                span.start_time_unix_nano, span.end_time_unix_nano):
                     return None
                 n += 1
     return n
