@@ -1,7 +1,7 @@
 """OTLP `ExportTraceServiceRequest` -> one columnar Arrow batch for `otel_traces`.
 
 Values are stored as the OpenTelemetry Collector ClickHouse exporter stores them: attribute
-maps of strings (numbers in decimal, never with an exponent: `_double`; booleans as
+maps of strings (numbers in decimal, never with an exponent: `stored_double`; booleans as
 true/false, arrays and maps as JSON), hex ids,
 nanosecond timestamps and durations, status and kind by name. The batch is built column by
 column in one pass; a span with an invalid id is rejected alone, with a reason.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from decimal import Decimal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +31,7 @@ import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .auth import PROJECT_ATTRIBUTE
-from .normalize import normalize
+from .normalize import normalize, stored_double
 
 # Enum values outside these (an open enum on the wire, even negative) read as the default.
 _STATUS = dict(enumerate(("Unset", "Ok", "Error")))
@@ -114,16 +113,6 @@ def _plain(value, depth: int) -> object:
     return getattr(value, kind)
 
 
-def _double(value: float) -> str:
-    """A double as the ClickHouse exporter writes one (Go's `FormatFloat(v, 'f', -1, 64)`):
-    the shortest digits that read back exactly, in fixed notation (3e-05 is 0.00003, 2.0 is
-    2). `native` writes the same in SQL."""
-    text = repr(value)
-    if "e" in text:
-        return format(Decimal(text), "f")
-    return text[:-2] if text.endswith(".0") else text
-
-
 _JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
 
 
@@ -134,7 +123,7 @@ def _text(value, depth: int) -> str:
     if kind == "int_value":
         return str(value.int_value)
     if kind == "double_value":
-        return _double(value.double_value)
+        return stored_double(value.double_value)
     if kind == "bool_value":
         return "true" if value.bool_value else "false"
     if kind is None:
@@ -149,7 +138,7 @@ def _cut(text: str, limit: int) -> str:
 
 _SCALAR = {
     "int_value": lambda v: str(v.int_value),
-    "double_value": lambda v: _double(v.double_value),
+    "double_value": lambda v: stored_double(v.double_value),
     "bool_value": lambda v: "true" if v.bool_value else "false",
 }
 

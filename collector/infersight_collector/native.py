@@ -92,9 +92,10 @@ STRUCTURE = (
 
 
 def double_text(x: str) -> str:
-    """SQL for `decode._double` of the Float64 `x`. ClickHouse's `toString` finds the same
-    shortest digits, and writes fixed notation but below 1e-6 and from 1e21 on, where it
-    writes `2.5e-7`; those few are spelled out (`if` evaluates this branch for them alone)."""
+    """SQL for `normalize.stored_double` of the Float64 `x`. ClickHouse's `toString` finds
+    the same shortest digits, and writes fixed notation but below 1e-6 and from 1e21 on,
+    where it writes `2.5e-7`; those few are spelled out (`if` evaluates this branch for them
+    alone)."""
     text = f"toString({x})"
     e_at = f"position({text}, 'e')"
     power = f"toInt32(substring({text}, {e_at} + 1))"

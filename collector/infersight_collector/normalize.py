@@ -14,6 +14,7 @@ Spans that need nothing (the SDK's own) cost a few set look-ups per span, no per
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from infersight import attributes as A
 from infersight.pricing import Usage, cost_usd
@@ -121,10 +122,15 @@ def _tokens(attrs: dict[str, str], key: str) -> int:
         return 0
 
 
-def _double(value: float) -> str:
-    from .decode import _double  # written as decode writes a double attribute (it imports us)
-
-    return _double(value)
+def stored_double(value: float) -> str:
+    """A double attribute as stored, as the ClickHouse exporter writes one (Go's
+    `FormatFloat(v, 'f', -1, 64)`): the shortest digits that read back exactly, in fixed
+    notation (3e-05 is 0.00003, 2.0 is 2). `decode` writes doubles so, this module its costs,
+    and `native` the same in SQL."""
+    text = repr(value)
+    if "e" in text:
+        return format(Decimal(text), "f")
+    return text[:-2] if text.endswith(".0") else text
 
 
 def _add_cost(attrs: dict[str, str], start_ns: int) -> None:
@@ -137,5 +143,5 @@ def _add_cost(attrs: dict[str, str], start_ns: int) -> None:
     if cost is None:
         attrs[A.COST_SOURCE] = A.COST_UNKNOWN_MODEL
     else:
-        attrs[A.COST] = _double(cost)
+        attrs[A.COST] = stored_double(cost)
         attrs[A.COST_SOURCE] = A.COST_FROM_COLLECTOR

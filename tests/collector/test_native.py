@@ -15,10 +15,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from infersight import attributes as A
-from infersight_collector.decode import DEFAULT_LIMITS, Limits, _double, decode_request
+from infersight_collector import native as native_module
+from infersight_collector.decode import DEFAULT_LIMITS, Limits, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans
 from infersight_collector.native import Native, RawRequest, double_text, valid_spans
-from infersight_collector import native as native_module
+from infersight_collector.normalize import stored_double
 from infersight_collector.store import insert_spans
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("CLICKHOUSE_URL")),
@@ -33,7 +34,8 @@ PRICED = {A.COST: 0.5, A.COST_SOURCE: "sdk"}  # a span normalize leaves alone
 
 def test_doubles_are_written_as_decode_writes_them(store):
     random.seed(3)
-    values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05, 1e-6, 9.9e-7, 1e21, 9.99e20, 2.0 ** 60,
+    values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05, 1e-6,
+              9.9e-7, 1e21, 9.99e20, 2.0 ** 60,
               -2.5e-07, 1e22, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3, float("inf"),
               float("-inf"), float("nan")]
     for _ in range(20_000):
@@ -45,7 +47,7 @@ def test_doubles_are_written_as_decode_writes_them(store):
            f"range({len(values)}))) AS t, reinterpretAsFloat64(unhex(t.1)) AS x) ORDER BY t.2 "
            "SETTINGS max_query_size = 100000000")
     written = list(store.query(sql).iloc[:, 0])
-    assert written == [_double(v) for v in values]
+    assert written == [stored_double(v) for v in values]
 
 
 def _span(request, attributes=None, **fields):
