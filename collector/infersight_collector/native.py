@@ -1,7 +1,7 @@
 """Native decode: chDB parses OTLP requests as received and builds their rows in SQL.
 
 Building a span's row in Python costs about 26 CPU-us (`decode_request`); ClickHouse's own
-protobuf reader and SQL do the same in about 10, most of it on more than one core. So with the
+protobuf reader and SQL do the same in about 8, most of it on more than one core. So with the
 embedded store a receiver only parses a request (upb, about 1 us a span) and checks its ids
 and times, which it must answer for at once; the spool keeps the request's bytes as they came,
 and the inserter inserts them with `INSERT ... SELECT ... FROM file(..., 'Protobuf')`
@@ -77,7 +77,10 @@ message ExportTraceServiceRequest {{
 _KINDS = ("'none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, "
           "'double_value' = 4, 'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7")
 # The presence enum is set only for members that have a column, so every member has one.
-_VALUE = (f"Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, "
+# Scalars are read into String columns: the reader writes them as text (`true`, `42`, and
+# doubles as `toString` does), which costs a fifth of converting them in SQL.
+_VALUE = (f"Tuple(string_value String, bool_value String, int_value String, "
+          f"double_value String, "
           f"array_value Tuple(values Array(Tuple(string_value String, value Enum8({_KINDS})))), "
           f"kvlist_value String, bytes_value String, value Enum8({_KINDS}))")
 _ATTRS = f"Array(Tuple(key String, value {_VALUE}))"
@@ -91,35 +94,39 @@ STRUCTURE = (
     "infersight_project String, infersight_index UInt32")
 
 
-def double_text(x: str) -> str:
-    """SQL for `normalize.stored_double` of the Float64 `x`. ClickHouse's `toString` finds
-    the same shortest digits, and writes fixed notation but below 1e-6 and from 1e21 on,
-    where it writes `2.5e-7`; those few are spelled out (`if` evaluates this branch for them
-    alone)."""
-    text = f"toString({x})"
+def double_text(text: str) -> str:
+    """SQL for `normalize.stored_double` of a double as the Protobuf reader writes it into a
+    String column: ClickHouse's shortest digits (`toString`'s), in fixed notation but below
+    1e-6 and from 1e21 on, where it writes `2.5e-7`; those few are spelled out (`if`
+    evaluates this branch for them alone)."""
     e_at = f"position({text}, 'e')"
     power = f"toInt32(substring({text}, {e_at} + 1))"
     digits = f"replaceOne(trimLeft(substring({text}, 1, {e_at} - 1), '-'), '.', '')"
     fixed = (f"if({power} >= 0, rightPad({digits}, toUInt32({power} + 1), '0'), "
              f"concat('0.', repeat('0', toUInt32(-{power} - 1)), {digits}))")
-    return f"if({e_at} = 0, {text}, concat(if({x} < 0, '-', ''), {fixed}))"
-
-
-def _text(v: str) -> str:
-    """SQL for an AnyValue's stored text, as `decode._attrs` writes it, for the kinds the
-    native path takes (string arrays of plain ASCII are JSON without escapes)."""
-    strings = f"{v}.array_value.values.string_value"
-    return (f"multiIf({v}.value = 'string_value', {v}.string_value, "
-            f"{v}.value = 'int_value', toString({v}.int_value), "
-            f"{v}.value = 'double_value', {double_text(f'{v}.double_value')}, "
-            f"{v}.value = 'bool_value', if({v}.bool_value, 'true', 'false'), "
-            f"{v}.value = 'array_value', concat('[', arrayStringConcat("
-            f"arrayMap(s -> concat('\"', s, '\"'), {strings}), ','), ']'), '')")
+    return f"if({e_at} = 0, {text}, concat(if(startsWith({text}, '-'), '-', ''), {fixed}))"
 
 
 def _map(attributes: str) -> str:
-    return (f"mapFromArrays(arrayMap(a -> a.key, {attributes}), "
-            f"arrayMap(a -> {_text('a.value')}, {attributes}))")
+    """SQL for a KeyValue list's map of stored texts, as `decode._attrs` writes them, for the
+    kinds the native path takes (string arrays of plain ASCII are JSON without escapes).
+
+    Scalars come as text from the reader (`_VALUE`); a lambda's `multiIf` evaluates every
+    branch for every value, so each is a plain pick, and doubles in exponent form, which
+    are rare, are spelled out in a second pass only for maps that have one. The lambdas
+    take the subcolumns they read, not the whole tuple, which they would copy."""
+    v = f"{attributes}.value"
+    strings = "if(empty(arr), '[]', concat('[\"', arrayStringConcat(arr, '\",\"'), '\"]'))"
+    texts = (f"arrayMap((k, s, i, d, b, arr) -> multiIf(k = 'string_value', s, "
+             f"k = 'int_value', i, k = 'double_value', d, k = 'bool_value', b, "
+             f"k = 'array_value', {strings}, ''), {v}.value, {v}.string_value, "
+             f"{v}.int_value, {v}.double_value, {v}.bool_value, "
+             f"{v}.array_value.values.string_value)")
+    # A value of another kind reads as `0` here, so only doubles can hold an `e`.
+    spelled = (f"if(arrayExists(d -> position(d, 'e') > 0, {v}.double_value), "
+               f"arrayMap((t, d) -> if(position(d, 'e') > 0, {double_text('d')}, t), "
+               f"{texts}, {v}.double_value), {texts})")
+    return f"mapFromArrays({attributes}.key, {spelled})"
 
 
 # Printable ASCII but for the characters JSON escapes, and '/' (ClickHouse escapes it).

@@ -18,7 +18,7 @@ from infersight import attributes as A
 from infersight_collector import native as native_module
 from infersight_collector.decode import DEFAULT_LIMITS, Limits, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans
-from infersight_collector.native import Native, RawRequest, double_text, valid_spans
+from infersight_collector.native import Native, RawRequest, valid_spans
 from infersight_collector.normalize import stored_double
 from infersight_collector.store import insert_spans
 
@@ -32,7 +32,8 @@ _IDS = itertools.count(1)
 PRICED = {A.COST: 0.5, A.COST_SOURCE: "sdk"}  # a span normalize leaves alone
 
 
-def test_doubles_are_written_as_decode_writes_them(store):
+def test_doubles_are_written_as_decode_writes_them(native_store):
+    """Through the Protobuf reader's text and `double_text`, as the native path stores them."""
     random.seed(3)
     values = [0.0, -0.0, 1.0, 100.0, 1e16, 1e15, 9999999999999998.0, 1e-4, 9.9e-5, 3e-05, 1e-6,
               9.9e-7, 1e21, 9.99e20, 2.0 ** 60,
@@ -42,11 +43,14 @@ def test_doubles_are_written_as_decode_writes_them(store):
         values.append(struct.unpack("<d", random.getrandbits(64).to_bytes(8, "little"))[0])
         values.append(random.random() * 10 ** random.randint(-12, 20))
         values.append(float(random.randint(-10 ** 17, 10 ** 17)))
-    data = ",".join(f"'{struct.pack('<d', v).hex()}'" for v in values)
-    sql = (f"SELECT {double_text('x')} FROM (SELECT arrayJoin(arrayZip([{data}], "
-           f"range({len(values)}))) AS t, reinterpretAsFloat64(unhex(t.1)) AS x) ORDER BY t.2 "
-           "SETTINGS max_query_size = 100000000")
-    written = list(store.query(sql).iloc[:, 0])
+    request, per_span = ExportTraceServiceRequest(), 100
+    for first in range(0, len(values), per_span):
+        _span(request, {f"d{i}": v for i, v in enumerate(values[first:first + per_span])})
+    native = Native(native_store, DEFAULT_LIMITS, str(native_store.native_dir))
+    assert native.insert([_raw(request)], "doubles") == []
+    rows = native_store.query(f"SELECT SpanAttributes AS a FROM {native_store.database}."
+                              f"otel_traces ORDER BY SpanId")["a"]
+    written = [dict(row)[f"d{i}"] for row in rows for i in range(len(row) - len(PRICED))]
     assert written == [stored_double(v) for v in values]
 
 
