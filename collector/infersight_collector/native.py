@@ -137,52 +137,56 @@ def _complex_values(attributes: str, limits: Limits) -> str:
     """SQL: among `attributes` (KeyValues, flattened across spans or resources), one that
     `decode._attrs` would store otherwise: a key or value too long (in bytes, which bounds
     characters from above), a value of another kind, or an array of anything but plain
-    strings."""
-    array = (f"(a.value.value = 'array_value' AND ({limits.max_depth} < 1 "
-             f"OR arrayExists(e -> e.value != 'string_value' OR NOT match(e.string_value, "
-             f"{_PLAIN}), a.value.array_value.values) "
-             f"OR arraySum(e -> length(e.string_value) + 3, a.value.array_value.values) + 2 "
-             f"> {limits.max_value_chars}))")
-    return (f"arrayExists(a -> length(a.key) > {limits.max_key_chars} "
-            f"OR a.value.value NOT IN ('none', 'string_value', 'int_value', 'double_value', "
-            f"'bool_value', 'array_value') "
-            f"OR length(a.value.string_value) > {limits.max_value_chars} OR {array}, "
-            f"{attributes})")
+    strings. Each check reads one subcolumn, and the strings of every array are matched
+    as one."""
+    v = f"{attributes}.value"
+    arrays = f"{v}.array_value.values"
+    longest = limits.max_value_chars
+    return (f"(arrayExists(k -> length(k) > {limits.max_key_chars}, {attributes}.key) "
+            f"OR arrayExists(s -> length(s) > {longest}, {v}.string_value) "
+            f"OR arrayExists(k -> k IN ('kvlist_value', 'bytes_value'), {v}.value) "
+            f"OR ({limits.max_depth} < 1 AND has({v}.value, 'array_value')) "
+            f"OR arrayExists(k -> k != 'string_value', arrayFlatten({arrays}.value)) "
+            f"OR NOT match(arrayStringConcat(arrayFlatten({arrays}.string_value)), {_PLAIN}) "
+            f"OR arrayExists(a -> length(arrayStringConcat(a)) + 3 * length(a) + 2 > {longest}, "
+            f"{arrays}.string_value))")
 
 
-def _complex_list(attributes: str, limits: Limits) -> str:
-    """SQL: one span's or resource's KeyValue list has too many or a duplicate key."""
-    return (f"(length({attributes}) > {limits.max_attributes} "
-            f"OR arrayUniq({attributes}.key) != length({attributes}))")
+def _complex_keys(keys: str, limits: Limits) -> str:
+    """SQL: one span's or resource's keys (of `keys`, an array of them) are too many or
+    repeat one."""
+    return (f"arrayExists(k -> length(k) > {limits.max_attributes} "
+            f"OR arrayUniq(k) != length(k), {keys})")
 
 
-def _complex_span(sp: str, limits: Limits) -> str:
-    """SQL: a span `decode_request` would change beyond its attributes' text: events, links,
-    cut name or message, or attributes `normalize` would price (it leaves a span alone that
-    has a cost source, or no cost and no tokens)."""
-    keys = f"{sp}.attributes.key"
-    return (f"(length({sp}.events) > 0 OR length({sp}.links) > 0 "
-            f"OR length({sp}.name) > {limits.max_value_chars} "
-            f"OR length({sp}.status.message) > {limits.max_value_chars} "
-            f"OR {_complex_list(f'{sp}.attributes', limits)} "
-            f"OR NOT (has({keys}, '{A.COST_SOURCE}') OR NOT hasAny({keys}, "
-            f"{_quoted([A.COST, A.INPUT_TOKENS, A.OUTPUT_TOKENS])})))")
+def _complex_spans(spans: str, limits: Limits) -> str:
+    """SQL: among `spans`, one `decode_request` would change beyond its attributes' text:
+    events, links, cut name or message, or attributes `normalize` would price (it leaves a
+    span alone that has a cost source, or no cost and no tokens)."""
+    longest = limits.max_value_chars
+    unpriced = (f"arrayExists(k -> NOT (has(k, '{A.COST_SOURCE}') OR NOT hasAny(k, "
+                f"{_quoted([A.COST, A.INPUT_TOKENS, A.OUTPUT_TOKENS])})), "
+                f"{spans}.attributes.key)")
+    return (f"(notEmpty(arrayFlatten({spans}.events)) OR notEmpty(arrayFlatten({spans}.links)) "
+            f"OR arrayExists(n -> length(n) > {longest}, {spans}.name) "
+            f"OR arrayExists(m -> length(m) > {longest}, {spans}.status.message) "
+            f"OR {_complex_keys(f'{spans}.attributes.key', limits)} OR {unpriced})")
 
 
 def _complex_request(limits: Limits) -> str:
     """SQL: the request (a row of `STRUCTURE`) has a span the native path cannot store.
-    Checks that need no span of their own run on the request's attributes flattened,
-    which costs a tenth of checking span by span."""
+    Checks run on the request's spans and attributes flattened, one subcolumn each: a
+    lambda over whole tuples copies them, and checking span by span cost ten times more."""
     resources = "resource_spans.resource.attributes"
     spans = "arrayFlatten(resource_spans.scope_spans.spans)"
-    attributes = "arrayFlatten(resource_spans.scope_spans.spans.attributes)"
+    attributes = f"arrayFlatten({spans}.attributes)"
     foreign = "(" + ", ".join(map(_literal, RENAMES)) + ")"
     return (f"has(arrayFlatten({resources}.key), '{PROJECT_ATTRIBUTE}') "
-            f"OR arrayExists(r -> {_complex_list('r', limits)}, {resources}) "
+            f"OR {_complex_keys(f'{resources}.key', limits)} "
             f"OR {_complex_values(f'arrayFlatten({resources})', limits)} "
-            f"OR arrayExists(k -> k IN {foreign}, arrayFlatten({attributes}.key)) "
+            f"OR arrayExists(k -> k IN {foreign}, {attributes}.key) "
             f"OR {_complex_values(attributes, limits)} "
-            f"OR arrayExists(sp -> {_complex_span('sp', limits)}, {spans})")
+            f"OR {_complex_spans(spans, limits)}")
 
 
 COLUMNS = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName",
