@@ -17,6 +17,13 @@ def test_migrations_are_recorded_and_applied_once(store):
     assert list(versions.Version) == [m.version for m in schema.MIGRATIONS]
 
 
+def test_spans_are_merged_with_the_lower_write_amplification(store):
+    settings = store.query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} "
+        "AND name = {t:String}", {"db": store.database, "t": schema.SPANS_TABLE}).engine_full[0]
+    assert f"merge_selector_base = {schema.MERGE_SELECTOR_BASE}" in settings
+
+
 def test_otel_traces_keeps_the_otel_exporter_columns_and_adds_typed_ai_columns(store):
     columns = store.query(
         "SELECT name, type FROM system.columns WHERE database = {db:String} "
@@ -90,7 +97,7 @@ def test_migrations_7_to_10_fill_the_histograms_user_and_daily_rollups_from_stor
     db = old.database
     ms1, ms50 = _latency_bucket(1_000_000), _latency_bucket(50_000_000)
     try:
-        assert migrate(old) == [7, 8, 9, 10]
+        assert migrate(old) == [m.version for m in schema.MIGRATIONS[6:]]
         hourly = store.query(
             f"SELECT sum(Calls) AS calls, sum(CostUsd) AS cost, sum(ConfidenceCalls) AS conf,"
             f" toString(sumMap(ConfidenceHist)) AS hist FROM {db}.{schema.CALLS_1H_TABLE}")
