@@ -58,7 +58,8 @@ def _start_collector(store, args: argparse.Namespace):
     if args.decode == "native" and not args.clickhouse_url:  # a server reads its own disk
         from .native import Native
 
-        native = Native(store, limits, os.path.join(spool.directory, "native"))
+        native = Native(store, limits, os.path.join(spool.directory, "native"),
+                        lanes=max(1, args.insert_lanes))
     pipeline = Pipeline(store, spool=spool, native=native).start()
     server = Receivers(pipeline, store, ReceiverSettings(
         host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "segment at a time (what it cannot, Python does); python: each "
                             "request is decoded in Python (always with --clickhouse-url) "
                             "(default native)")
+        p.add_argument("--insert-lanes", type=int,
+                       default=_env_int("INFERSIGHT_INSERT_LANES", 1),
+                       help="with native decode, statements inserting at once, each on its "
+                            "own connection: 2 took the inserter from about 70k to 100k "
+                            "spans/s on 2 cores, for about 250 MB more memory (default 1)")
         p.add_argument("--decode-workers", type=int,
                        default=(int(os.environ["INFERSIGHT_DECODE_WORKERS"])
                                 if "INFERSIGHT_DECODE_WORKERS" in os.environ else None),

@@ -254,6 +254,19 @@ def test_the_same_token_inserts_once(native_store):
     assert len(_stored(native_store)) == 2
 
 
+def test_chunks_are_shared_between_two_connections_and_stored_once(native_store,
+                                                                     monkeypatch):
+    monkeypatch.setattr(native_module, "CHUNK_SPANS", 2)
+    native = Native(native_store, DEFAULT_LIMITS, str(native_store.native_dir), lanes=2)
+    assert [lane.store is native_store for lane in native.lanes] == [True, False]
+    requests = [_raw(_one()) for _ in range(9)]  # five chunks: three on one lane, two on the other
+    for _ in range(2):  # the second time, every chunk is a duplicate by its token
+        assert native.insert(requests, "lanes") == []
+    assert len(_stored(native_store)) == 9
+    for lane in native.lanes:
+        assert sum(os.path.getsize(part) for part in lane.parts) > 0
+
+
 def test_spans_with_invalid_ids_are_left_to_python():
     assert valid_spans(_one()) == 1
     for bad in (dict(span_id=b"\0" * 8), dict(trace_id=b"\x01" * 15),
@@ -266,8 +279,8 @@ def test_spans_with_invalid_ids_are_left_to_python():
 
 @pytest.fixture
 def native_collector(native_store, tmp_path):
-    """The OTLP/gRPC collector as `infersight collector` runs it on the embedded store: spool,
-    native decode. Yields (channel, pipeline, spool directory)."""
+    """The OTLP/gRPC collector as `infersight collector --insert-lanes 2` runs it on the
+    embedded store: spool, native decode. Yields (channel, pipeline, spool directory)."""
     import grpc
 
     from infersight_collector.otlp_grpc import create_server
@@ -275,7 +288,7 @@ def native_collector(native_store, tmp_path):
     from infersight_collector.spool import Spool
 
     spool = Spool(str(tmp_path / "spool"), 1 << 30)
-    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "spool" / "native"))
+    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "spool" / "native"), lanes=2)
     pipeline = Pipeline(native_store, spool=spool, native=native, insert_interval_s=0.05).start()
     server, port = create_server(pipeline, "127.0.0.1", 0)
     server.start()

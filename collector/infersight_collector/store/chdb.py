@@ -2,6 +2,8 @@
 
 chDB allows one process per data directory, and one session must not run two queries at once,
 so every call goes through a lock; the dashboard shares this object in `infersight serve`.
+`connection()` opens another session on the same engine, for statements that should run
+beside this one's (the native inserter's lanes).
 
 chDB's allocator (its own jemalloc, configured by JE_MALLOC_CONF) keeps freed pages for 10 s
 by default; under steady ingest that held about 300 MiB more than ClickHouse was using. A
@@ -60,6 +62,7 @@ class ChdbStore:
         self._session = session.Session(data_dir)
         self._lock = threading.Lock()
         self._closed = False
+        self._connections: list[ChdbStore] = []
         # chDB can crash at interpreter exit if a session is still open.
         atexit.register(self.close)
 
@@ -82,7 +85,16 @@ class ChdbStore:
             arrow_batch = data  # noqa: F841
             self._session.query(sql, params={"token": dedup_token} if dedup_token else None)
 
+    def connection(self) -> "ChdbStore":
+        """Another connection to the same engine: its statements run beside this one's
+        rather than after them. Closed with this one."""
+        other = ChdbStore(self.data_dir, self.database)
+        self._connections.append(other)
+        return other
+
     def close(self) -> None:
+        for other in self._connections:
+            other.close()
         with self._lock:
             if not self._closed:
                 self._closed = True
