@@ -92,26 +92,29 @@ def _insert_rate(payloads: list[bytes], batch_requests: int) -> float:
     return sum(b.num_rows for b in batches) / elapsed
 
 
-def _native_insert_rate(payloads: list[bytes]) -> float:
+def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> float:
     """Spans/s of the collector's inserter on requests kept as received: chDB parses them and
     builds the rows in SQL, then inserts them with the views (`native.Native.insert`), in
-    statements of `native.CHUNK_SPANS` spans as it inserts a spool segment."""
+    statements of `native.CHUNK_SPANS` spans as it inserts a spool segment, `lanes` of them
+    at once (`--insert-lanes`)."""
     from infersight_collector.native import CHUNK_SPANS, Native, RawRequest
     from infersight_collector.store import open_store
 
     per = max(CHUNK_SPANS // SPANS_PER_REQUEST, 1)
     raw = [RawRequest(p, "", SPANS_PER_REQUEST) for p in payloads]
     chunks = [raw[i:i + per] for i in range(0, max(len(raw) - per + 1, 1), per)]
+    # A segment of `lanes` chunks per insert, so each lane has one.
+    segments = [sum(chunks[i:i + lanes], []) for i in range(0, len(chunks), lanes)]
     with tempfile.TemporaryDirectory(prefix="bench-native-") as tmp:
         store = open_store(data_dir=os.path.join(tmp, "store"))
-        native = Native(store, DEFAULT_LIMITS, os.path.join(tmp, "native"))
-        native.insert(chunks[0], "warm-up")  # the first insert creates the parts directory
+        native = Native(store, DEFAULT_LIMITS, os.path.join(tmp, "native"), lanes=lanes)
+        native.insert(segments[0], "warm-up")  # the first insert creates the parts directory
         started = time.perf_counter()
-        for i, chunk in enumerate(chunks):
-            native.insert(chunk, f"chunk-{i}")
+        for i, segment in enumerate(segments):
+            native.insert(segment, f"segment-{i}")
         elapsed = time.perf_counter() - started
         store.close()
-    return sum(r.spans for chunk in chunks for r in chunk) / elapsed
+    return sum(r.spans for segment in segments for r in segment) / elapsed
 
 
 def _end_to_end(result: report.Result, protocol: str, seconds: float, processes: int,
@@ -186,6 +189,9 @@ def run(quick: bool) -> report.Result:
     native = _native_insert_rate(payloads * (1 if quick else 4))
     result.add("chDB parsing the requests itself + insert (the collector's inserter)", native,
                "spans/s", baseline="decode, 1 core", ratio=native / decode)
+    two_lanes = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
+    result.add("the same, two statements at once (--insert-lanes 2)", two_lanes, "spans/s",
+               baseline="one statement at a time", ratio=two_lanes / native)
     result.notes.append(
         "With the embedded store the collector keeps requests as received and its inserter has "
         "chDB parse them and build the rows in SQL (collector/infersight_collector/native.py), "
@@ -196,7 +202,7 @@ def run(quick: bool) -> report.Result:
                         + "; ".join(_top_functions(payloads[:4])) + ".")
 
     rates = {"parse": parse, "decode": decode, "chDB insert": insert,
-             "chDB parses + inserts": native}
+             "chDB parses + inserts": native, "the same, 2 lanes": two_lanes}
     paths = ["grpc"] + (["http"] if "--http-port" in collector_flags() else []) + ["otel"]
     if "http" not in paths:
         result.skipped.append("OTLP/HTTP: `infersight collector` has no --http-port yet")

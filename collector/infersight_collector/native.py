@@ -319,14 +319,6 @@ CHUNK_SPANS = 30_000
 _ONE_BLOCK = "min_insert_block_size_rows = 1000000000, min_insert_block_size_bytes = 0"
 
 
-# Statements a Native may run at once, each on its own connection to the engine
-# (`--insert-lanes`). A statement parses on every core but sorts and writes its part on one,
-# so two overlap: 60 statements of 30k spans inserted at 98-104k spans/s, against 66-72k one
-# at a time (2 cores); in the collector under full load, 45k queryable spans/s against
-# 34-39k, but a peak PSS of 1.2 GiB against about 0.95, over the 1 GiB the benchmark holds
-# it to, so one is the default.
-
-
 @dataclass(frozen=True)
 class _Lane:
     """A connection and the files its statements read."""
@@ -341,8 +333,14 @@ class _Lane:
 
 class Native:
     """Inserts raw requests into a chDB store's `otel_traces`, through files in `directory`
-    (the spool's), on `lanes` connections at once where the store can open more
-    (`ChdbStore.connection`)."""
+    (the spool's), `lanes` statements at once, each on its own connection where the store
+    can open more (`ChdbStore.connection`; `--insert-lanes`).
+
+    A statement parses on every core but sorts and writes its part on one, so two lanes
+    overlap: 60 statements of 30k spans inserted at 98-104k spans/s, against 66-72k one at
+    a time (2 cores); in the collector under full load, 45k queryable spans/s against
+    34-39k, but a peak PSS of 1.2 GiB against about 1, over the 1 GiB the benchmark holds
+    it to. So one lane is the default."""
 
     def __init__(self, store, limits: Limits, directory: str, lanes: int = 1):
         self.store = store
