@@ -108,6 +108,32 @@ def test_create_stream_usage_from_final_event(spans, client, fake):
     assert 0 < span.attributes[A.TIME_TO_FIRST_CHUNK] <= (span.end_time - span.start_time) / 1e9
 
 
+def test_long_stream_folds_only_message_start_and_the_events_from_message_delta(
+        spans, client, fake, monkeypatch):
+    """Without tools or content capture, a stream's events wait in a window: only its
+    message_start and the events from message_delta on are read, at its end."""
+    fake.expect(Reply(model=MODEL, content=" ".join(f"w{i}" for i in range(100)),
+                      prompt_tokens=200, completion_tokens=100, cached_tokens=1000))
+    folded = []
+    add = anthropic_instr.EventAccumulator.add
+
+    def counting(self, event):
+        folded.append(event)
+        add(self, event)
+
+    monkeypatch.setattr(anthropic_instr.EventAccumulator, "add", counting)
+    events = list(client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES,
+                                         stream=True))
+    assert len(events) > 100
+    assert [e.type for e in folded] == ["message_start", "message_delta", "message_stop"]
+    assert folded == [events[0]] + events[-2:]
+    attrs = only_span(spans).attributes
+    assert attrs[A.INPUT_TOKENS] == 1200 and attrs[A.OUTPUT_TOKENS] == 100
+    assert attrs[A.CACHE_READ_TOKENS] == 1000
+    assert list(attrs[A.FINISH_REASONS]) == ["end_turn"]
+    assert attrs[A.RESPONSE_MODEL] == MODEL and A.COST in attrs
+
+
 def test_stream_helper_text_stream_and_final_message(spans, client, fake):
     fake.expect(CACHED)
     with client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES) as stream:

@@ -211,8 +211,42 @@ def test_stream_chunk_failure_is_counted_and_the_stream_goes_on(spans, client, f
     before = _state.failures().get("openai stream chunk:RuntimeError", 0)
     assert "".join(c.choices[0].delta.content or "" for c in _stream(client) if c.choices) \
         == "a b c "
-    assert _state.failures()["openai stream chunk:RuntimeError"] == before + 6
+    # Six chunks (role, three words, finish, usage); a lean stream folds only the first and
+    # the last two, at its end.
+    assert _state.failures()["openai stream chunk:RuntimeError"] == before + 3
     only_span(spans)
+    spans.clear()
+    fake_openai.expect(Reply(content="a b c", prompt_tokens=7, completion_tokens=3))
+    chunks = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True,
+                                            stream_options={"include_usage": True},
+                                            logprobs=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a b c "
+    assert _state.failures()["openai stream chunk:RuntimeError"] == before + 3 + 6  # each
+    only_span(spans)
+
+
+def test_lean_stream_folds_only_its_first_and_last_chunks(spans, client, fake_openai,
+                                                         monkeypatch):
+    """A stream that records nothing from its deltas keeps its chunks in a window and reads
+    the first one and those from the finishing one on, whatever its length."""
+    words = " ".join(f"w{i}" for i in range(200))
+    fake_openai.expect(Reply(content=words, prompt_tokens=300, completion_tokens=200))
+    folded = []
+    lean = openai_instr.ChoicesAccumulator._add_lean
+
+    def counting(self, chunk):
+        folded.append(chunk)
+        lean(self, chunk)
+
+    monkeypatch.setattr(openai_instr.ChoicesAccumulator, "_add_lean", counting)
+    read = list(_stream(client))
+    assert len(read) == 203
+    assert folded == [read[0], read[-2], read[-1]]
+    attrs = only_span(spans).attributes
+    assert attrs[A.RESPONSE_MODEL] == "gpt-4o-mini" and attrs[A.RESPONSE_ID]
+    assert list(attrs[A.FINISH_REASONS]) == ["stop"]
+    assert attrs[A.INPUT_TOKENS] == 300 and attrs[A.OUTPUT_TOKENS] == 200
+    assert A.COST in attrs and A.TIME_TO_FIRST_CHUNK in attrs
 
 
 def test_stream_raising_midway_ends_the_span_with_the_error(spans, client):

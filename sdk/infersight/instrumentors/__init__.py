@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import itertools
 import json
 import sys
 import time
+from collections import deque
 from typing import Any, Callable, Protocol
 
 import wrapt
@@ -294,12 +296,17 @@ def _follow(stream: Any, state: StreamState, holder: Any = None):
     `holder` is the proxy when the caller iterates it: the generator keeps it alive, since
     a caller may keep only the iterator (`yield from`) and the proxy's collection ends the
     span. Leaving a loop early ends nothing by itself: the proxy's close, exit or collection
-    does."""
-    add = state.accumulator.add
+    does. The first chunk is taken on its own, so later ones pay for no first-chunk check."""
+    accumulator = state.accumulator
+    add = accumulator.add
+    items = iter(stream)
     try:
-        for item in stream:
-            if state.first is None:
-                state.first = now()
+        for item in items:
+            state.first = now()
+            _fold(getattr(accumulator, "first", add), item, state)
+            yield item
+            break
+        for item in items:
             try:
                 add(item)
             except Exception as exc:
@@ -309,15 +316,27 @@ def _follow(stream: Any, state: StreamState, holder: Any = None):
         state.end(exc)
         raise
     state.end()
+
+
+def _fold(add: Callable[[Any], None], item: Any, state: StreamState) -> None:
+    try:
+        add(item)
+    except Exception as exc:
+        _state.record_failure(f"{state.where} stream chunk", exc)
 
 
 async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
     """`_follow` for an async stream."""
-    add = state.accumulator.add
+    accumulator = state.accumulator
+    add = accumulator.add
+    items = stream.__aiter__()
     try:
-        async for item in stream:
-            if state.first is None:
-                state.first = now()
+        async for item in items:
+            state.first = now()
+            _fold(getattr(accumulator, "first", add), item, state)
+            yield item
+            break
+        async for item in items:
             try:
                 add(item)
             except Exception as exc:
@@ -327,6 +346,53 @@ async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
         state.end(exc)
         raise
     state.end()
+
+
+class Window:
+    """An accumulator that keeps a stream's first item and its last `size` items, and folds
+    into `accumulator`, when the stream ends, the first and the last items from the newest
+    one that `last` marks (the whole kept tail if none is marked): for streams whose
+    attributes all ride there, when nothing in between is recorded (no tool calls, logprobs
+    or captured text). A chat completion's model rides its first chunk, its finish reason and
+    usage its last ones; Anthropic's message_start comes first, message_delta last. Keeping
+    a chunk is a deque append; folding each as it passed cost about 0.25 us, paid by every
+    chunk of a long answer."""
+
+    __slots__ = ("accumulator", "last", "where", "head", "tail", "add")
+
+    def __init__(self, accumulator: Accumulator, last: Callable[[Any], bool], where: str,
+                 size: int = 32):
+        self.accumulator = accumulator
+        self.last = last
+        self.where = where
+        self.head: list[Any] = []
+        self.tail: deque[Any] = deque(maxlen=size)
+        self.add = self.tail.append
+
+    def first(self, item: Any) -> None:
+        self.head.append(item)
+
+    def attributes(self) -> dict[str, Any]:
+        tail = list(self.tail)
+        start = 0
+        for i in range(len(tail) - 1, -1, -1):
+            try:
+                marked = self.last(tail[i])
+            except Exception as exc:
+                _state.record_failure(f"{self.where} stream chunk", exc)
+                marked = False
+            if marked:
+                start = i
+                break
+        add = self.accumulator.add
+        for item in itertools.chain(self.head, tail[start:]):
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{self.where} stream chunk", exc)
+        self.head.clear()
+        self.tail.clear()
+        return self.accumulator.attributes()
 
 
 class AsyncStream(wrapt.ObjectProxy):

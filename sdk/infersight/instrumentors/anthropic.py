@@ -31,8 +31,8 @@ import wrapt
 
 from .. import _state
 from .. import attributes as A
-from . import (AsyncStream, Instrumentor, Operation, Stream, end_with_error, finish_attributes,
-               suppressed, tool_call_attributes, uncached_usage_attributes)
+from . import (AsyncStream, Instrumentor, Operation, Stream, Window, end_with_error,
+               finish_attributes, suppressed, tool_call_attributes, uncached_usage_attributes)
 
 PROVIDER = "anthropic"
 _MESSAGES = "anthropic.resources.messages.messages"
@@ -186,8 +186,21 @@ class EventAccumulator:
         return attrs
 
 
+def _events(kwargs: dict[str, Any], attrs: dict[str, Any]) -> Any:
+    accumulator = EventAccumulator(attrs.get(A.REQUEST_MODEL))
+    if _state.capture_content or kwargs.get("tools"):
+        return accumulator
+    # No text recorded and no tool to call: message_start comes first, message_delta (stop
+    # reason, final counts) just before message_stop.
+    return Window(accumulator, _delta, "anthropic")
+
+
+def _delta(event: Any) -> bool:
+    return event.type == "message_delta"
+
+
 def _accumulate(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
-    return EventAccumulator(attrs.get(A.REQUEST_MODEL)) if kwargs.get("stream") else None
+    return _events(kwargs, attrs) if kwargs.get("stream") else None
 
 
 def _attach(result: Any, state: Any, proxy: type) -> Any:
@@ -204,7 +217,7 @@ def _follow_raw_stream(message_stream: Any, state: Any, proxy: type) -> Any:
 CREATE = Operation("anthropic", request_attributes, response_attributes, _accumulate, _attach)
 STREAM_HELPER = Operation(
     "anthropic", request_attributes, response_attributes,
-    lambda _args, _kwargs, attrs: EventAccumulator(attrs.get(A.REQUEST_MODEL)),
+    lambda _args, kwargs, attrs: _events(kwargs, attrs),
     _follow_raw_stream)
 
 

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
+from . import (Instrumentor, Operation, Window, choice_attributes, finish_attributes,
+               tool_call_attributes)
 
 PROVIDER = "openai"
 AZURE = "azure.ai.openai"
@@ -393,7 +394,20 @@ def _chat_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
     # openai's NOT_GIVEN and omit sentinels are false, as an unset parameter should be.
     detail = bool(_state.capture_content or kwargs.get("tools") or kwargs.get("functions")
                   or kwargs.get("logprobs") or kwargs.get("top_logprobs"))
-    return ChoicesAccumulator(attrs.get(A.REQUEST_MODEL), detail)
+    accumulator = ChoicesAccumulator(attrs.get(A.REQUEST_MODEL), detail)
+    if detail or (kwargs.get("n") or 1) != 1:
+        return accumulator
+    # One choice and nothing recorded from its deltas: the model and id ride every chunk,
+    # the finish reason the last one with a choice, usage that one (vLLM's continuous usage
+    # stats), the one after it (`include_usage`) or none.
+    return Window(accumulator, _finishes, "openai")
+
+
+def _finishes(chunk: Any) -> bool:
+    for choice in chunk.choices or ():
+        if choice.finish_reason:
+            return True
+    return False
 
 
 def _responses_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
