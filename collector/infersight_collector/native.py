@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -345,6 +346,7 @@ class Native:
     def __init__(self, store, limits: Limits, directory: str, lanes: int = 1):
         self.store = store
         self.limits = limits
+        self.directory = directory
         os.makedirs(directory, exist_ok=True)
         schema = os.path.join(directory, "otlp.proto")
         with open(schema, "w") as f:
@@ -374,6 +376,10 @@ class Native:
         counted in `fallbacks`), so no request is ever stuck in the spool by this path.
         Chunks are shared among the lanes; each lane inserts its own in order.
 
+        A chunk that falls back is remembered on disk under `token` until `done(token)`, so a
+        replay of the same segment after a crash sends it to Python again, where the
+        caller's insert deduplicates it, rather than storing it natively a second time.
+
         A chunk is first inserted whole, guarded: in the usual case, where every request is
         simple, that is the only statement, and the requests are parsed once. Only when the
         guard stops it (nothing is written: the rows reach the table as one block, at the
@@ -385,12 +391,16 @@ class Native:
             if spans >= CHUNK_SPANS or i == len(requests) - 1:
                 chunks.append((i + 1 - len(chunk), chunk))
                 chunk, spans = [], 0
+        fallen = self._fallen(token)
         lanes = self.lanes[:len(chunks)]
         outcomes: list = [None] * len(chunks)
 
         def run(n: int) -> None:
             for c in range(n, len(chunks), len(lanes)):
                 first, chunk = chunks[c]
+                if first in fallen:  # a replay: decided on the first try
+                    outcomes[c] = range(len(chunk))
+                    continue
                 try:
                     outcomes[c] = self._insert_chunk(lanes[n], chunk, f"{token}/{first}")
                 except Exception as exc:
@@ -408,9 +418,42 @@ class Native:
                 self.fallbacks += 1
                 log.error("native insert of %d requests failed, decoding them in Python: %s",
                           len(chunk), outcome)
+                self._remember(token, first)
                 outcome = range(len(chunk))
             skipped += [first + j for j in outcome]
         return skipped
+
+    def done(self, token: str) -> None:
+        """Forget the fallbacks of `token`'s insert: its segment has left the spool."""
+        directory = self._fallbacks(token)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _fallbacks(self, token: str) -> str:
+        name = hashlib.blake2b(token.encode(), digest_size=16).hexdigest()
+        return os.path.join(self.directory, "fallbacks", name)
+
+    def _fallen(self, token: str) -> set[int]:
+        """The first request of each chunk of `token`'s insert that fell back before."""
+        directory = self._fallbacks(token)
+        if not os.path.isdir(directory):  # the usual case: one stat a segment
+            return set()
+        return {int(name) for name in os.listdir(directory) if name.isdigit()}
+
+    def _remember(self, token: str, first: int) -> None:
+        """Durably, before the caller inserts the chunk's rows decoded in Python."""
+        directory = self._fallbacks(token)
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(os.path.join(directory, str(first)), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _store_answers(self) -> bool:
         try:

@@ -24,7 +24,8 @@ and acknowledged once in the store.
 With `native` (the embedded store, with a spool), a receiver may submit a request's bytes as
 received (`native.RawRequest`) instead of a decoded batch: the spool keeps them, and the
 inserter has chDB decode a segment's requests in SQL (native.py), those the SQL cannot store
-in Python (as are those of a native statement that failed while the store answers).
+in Python (as are those of a native statement that failed while the store answers; that
+decision is kept on disk until the segment is deleted, so a replay makes the same one).
 
 When an insert fails the store is taken as down and probed again every `store_retry_s`;
 meanwhile segments wait in the spool. When the spool is full, or there is none, `submit()`
@@ -306,7 +307,7 @@ class Pipeline:
                     raw: tuple[RawRequest, ...]) -> tuple[pa.Table, int]:
         """Insert what chDB can decode of `raw` (under its own token); return `batch` with
         the rest decoded in Python, and the spans chDB inserted."""
-        skip = set(self.native.insert(list(raw), token + "/native"))
+        skip = set(self.native.insert(list(raw), token + _NATIVE))
         limits = self.native.limits
         decoded = [decode_request(ExportTraceServiceRequest.FromString(raw[i].payload), limits,
                                   raw[i].project or None).batch for i in sorted(skip)]
@@ -354,8 +355,14 @@ class Pipeline:
             segment, records = self.spool.take_segment()
             batch = pa.concat_tables([r.batch for r in records])
             raw = tuple(r for record in records for r in record.raw)
-            if self._insert(segment_token(records), batch, raw) is None:
+            token = segment_token(records)
+            if self._insert(token, batch, raw) is None:
                 self.spool.segment_done(segment)
+                if raw:
+                    self.native.done(token + _NATIVE)
+
+
+_NATIVE = "/native"  # the suffix of a segment's token for its native statements
 
 
 def segment_token(records: list[Record]) -> str:

@@ -167,6 +167,11 @@ def _raw(request: ExportTraceServiceRequest, project: str = "") -> RawRequest:
     return RawRequest(request.SerializeToString(), project, valid_spans(request))
 
 
+def _rows(store) -> int:
+    """Rows in `otel_traces`, duplicates included (`_stored` keys them by span id)."""
+    return int(store.query(f"SELECT count() AS n FROM {store.database}.otel_traces")["n"][0])
+
+
 def _stored(store) -> dict[str, dict]:
     frame = store.query(f"SELECT * "
                         f"FROM {store.database}.otel_traces ORDER BY SpanId")
@@ -361,7 +366,53 @@ def test_raw_requests_survive_the_spool_and_a_crash_replays_them_once(native_sto
     finally:
         pipeline.stop()
     assert _stored(native_store) == before
-    assert len(before) == sum(r.spans for r in raw) + 1
+    assert len(before) == _rows(native_store) == sum(r.spans for r in raw) + 1
+
+
+def test_a_chunk_that_fell_back_is_replayed_in_python_once(native_store, tmp_path,
+                                                         monkeypatch):
+    """A chunk's statement failed for a passing reason (injected: chDB does not fail on
+    cue) and went to Python; the collector died before deleting the segment. On replay the
+    statement would succeed, so without the remembered fallback the chunk would be stored
+    natively beside its Python rows."""
+    from infersight_collector.pipeline import group_token, segment_token
+    from infersight_collector.spool import Record, Spool
+
+    monkeypatch.setattr(native_module, "CHUNK_SPANS", 1)  # a statement per request
+    raw = tuple(_raw(r) for r in _simple_requests()[:3])
+    decoded = decode_request(_one()).batch
+    tokens = tuple(r.token() for r in raw) + ("decoded",)
+    record = Record(group_token(tokens), decoded, tokens, raw)
+    spool = Spool(str(tmp_path / "spool"), 1 << 24)
+    spool.append([record])
+    spool.close()
+    native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "native"))
+    insert_chunk, calls, failed = Native._insert_chunk, [], []
+
+    def passing_failure(self, lane, requests, token):
+        calls.append(token)
+        if not failed:
+            failed.append(token)
+            raise RuntimeError("injected: a statement that fails once")
+        return insert_chunk(self, lane, requests, token)
+
+    monkeypatch.setattr(Native, "_insert_chunk", passing_failure)
+    first = _pipeline(native_store, tmp_path, native)  # its first try, then the crash
+    assert first._insert(segment_token([record]), decoded, raw) is None
+    assert native.fallbacks == 1
+    expected = sum(r.spans for r in raw) + 1
+    assert _rows(native_store) == expected
+    first.spool.close()
+    calls.clear()
+    pipeline = _pipeline(native_store, tmp_path, native).start()  # the restart
+    try:
+        assert pipeline.flush(30)
+        assert pipeline.spool.records == 0
+    finally:
+        pipeline.stop()
+    assert _rows(native_store) == expected
+    assert len(calls) == 2  # the chunk that fell back was not tried again
+    assert native._fallen(segment_token([record]) + "/native") == set()  # forgotten
 
 
 def test_a_failing_native_statement_falls_back_to_python(native_store, tmp_path):
