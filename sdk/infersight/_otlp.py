@@ -255,19 +255,31 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
             s = next((k for k, v in scopes.items() if v == scope), s)
             scopes.setdefault(s, scope)
         groups.setdefault(r, {}).setdefault(s, []).append(_span(span))
-    out = []
+    # Written with one join: a batch is hundreds of KB, and each nested `_len_field` copied
+    # all of it again (1.6 us a span of a dozen attributes, in 512-span batches).
+    out: list[bytes] = []
     for r, by_scope in groups.items():
         resource = resources[r]
-        body = [_len_field(0x0A, _attributes(resource.attributes, 0x0A))]
+        head = _len_field(0x0A, _attributes(resource.attributes, 0x0A))
+        pieces, size = [head], len(head)
         for s, encoded in by_scope.items():
             scope = scopes[s]
-            scope_spans = _scope(scope) + b"".join(encoded)
-            if scope is not None and scope.schema_url:
-                scope_spans += _len_field(0x1A, scope.schema_url.encode())
-            body.append(_len_field(0x12, scope_spans))
+            first = _scope(scope)
+            last = (_len_field(0x1A, scope.schema_url.encode())
+                    if scope is not None and scope.schema_url else b"")
+            length = len(first) + sum(map(len, encoded)) + len(last)
+            tag = b"\x12" + _varint(length)  # ResourceSpans.scope_spans
+            pieces.append(tag)
+            pieces.append(first)
+            pieces.extend(encoded)
+            pieces.append(last)
+            size += len(tag) + length
         if resource.schema_url:
-            body.append(_len_field(0x1A, resource.schema_url.encode()))
-        out.append(_len_field(0x0A, b"".join(body)))
+            last = _len_field(0x1A, resource.schema_url.encode())
+            pieces.append(last)
+            size += len(last)
+        out.append(b"\x0a" + _varint(size))  # ExportTraceServiceRequest.resource_spans
+        out.extend(pieces)
     return b"".join(out)
 
 

@@ -16,8 +16,9 @@ from opentelemetry.trace.span import TraceState
 from infersight import _otlp, _state
 
 
-def _provider(memory: InMemorySpanExporter, resource: dict, limits: SpanLimits | None = None):
-    provider = TracerProvider(resource=Resource.create(resource), span_limits=limits)
+def _provider(memory: InMemorySpanExporter, resource: dict, limits: SpanLimits | None = None,
+              schema_url: str | None = None):
+    provider = TracerProvider(resource=Resource.create(resource, schema_url), span_limits=limits)
     provider.add_span_processor(SimpleSpanProcessor(memory))
     return provider
 
@@ -28,7 +29,8 @@ def _varied_spans() -> list:
     # Equal resource, distinct object: the OTel encoder groups them together.
     same = _provider(memory, {"service.name": "a", "deployment.environment": "prod"})
     small = _provider(memory, {"service.name": "b"},
-                      SpanLimits(max_span_attributes=3, max_events=1, max_links=1))
+                      SpanLimits(max_span_attributes=3, max_events=1, max_links=1),
+                      schema_url="https://opentelemetry.io/schemas/1.4")
     plain = one.get_tracer("plain")
     scoped = one.get_tracer("scoped", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.2",
                             attributes={"scope.flag": True})
@@ -76,6 +78,8 @@ def test_encoding_equals_the_otel_encoders_request_for_spans_of_every_shape():
     assert ours == otel_encode(spans)
     # The shapes the spans were built to have are really there.
     assert len(ours.resource_spans) == 2  # equal resources folded, as the OTel encoder does
+    assert [rs.schema_url for rs in ours.resource_spans] == [
+        "", "https://opentelemetry.io/schemas/1.4"]
     limited = [s for rs in ours.resource_spans for ss in rs.scope_spans for s in ss.spans
                if s.name == "over limits"][0]
     assert (limited.dropped_attributes_count, limited.dropped_events_count,
