@@ -302,7 +302,8 @@ def _follow(stream: Any, state: StreamState, holder: Any = None):
     items = iter(stream)
     try:
         for item in items:
-            state.first = now()
+            if state.first is None:  # else a second loop over a stream read by hand
+                state.first = now()
             _fold(getattr(accumulator, "first", add), item, state)
             yield item
             break
@@ -332,7 +333,8 @@ async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
     items = stream.__aiter__()
     try:
         async for item in items:
-            state.first = now()
+            if state.first is None:
+                state.first = now()
             _fold(getattr(accumulator, "first", add), item, state)
             yield item
             break
