@@ -90,6 +90,28 @@ def test_stream_usage_from_last_chunk_and_first_chunk_time(spans, client, fake):
     assert 0 < attrs[A.TIME_TO_FIRST_CHUNK] <= (span.end_time - span.start_time) / 1e9
 
 
+def test_plain_stream_folds_only_its_first_and_last_chunks(spans, client, fake, monkeypatch):
+    """No tools and no capture: the chunks wait in a window, and only the first and those
+    from the finishing one on are read, at the end (see `instrumentors.Window`)."""
+    fake.expect(Reply(prompt_tokens=300, completion_tokens=100,
+                      content=" ".join(f"w{i}" for i in range(100))))
+    folded = []
+    add = google_instr.ChunkAccumulator.add
+
+    def counting(self, chunk):
+        folded.append(chunk)
+        add(self, chunk)
+
+    monkeypatch.setattr(google_instr.ChunkAccumulator, "add", counting)
+    chunks = list(client.models.generate_content_stream(model=MODEL, contents="Count"))
+    assert len(chunks) == 100
+    assert folded == [chunks[0], chunks[-1]]
+    attrs = only_span(spans).attributes
+    assert attrs[A.INPUT_TOKENS] == 300 and attrs[A.OUTPUT_TOKENS] == 100
+    assert list(attrs[A.FINISH_REASONS]) == ["STOP"] and attrs[A.RESPONSE_MODEL] == SERVED
+    assert attrs[A.COST] == pytest.approx(priced(SERVED, input=300, output=100))
+
+
 def test_stream_left_early_and_abandoned_end_the_span(spans, client, fake):
     stream = client.models.generate_content_stream(model=MODEL, contents="Count")
     next(stream)

@@ -78,7 +78,8 @@ def test_tool_call_names_without_arguments(spans, client, fake):
 def test_stream_usage_from_last_chunk(spans, client, fake):
     fake.expect(Reply(prompt_tokens=50, completion_tokens=3, content="one two three",
                       tool_calls=("lookup",)))
-    with client.chat.stream(model=MODEL, messages=MESSAGES) as stream:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    with client.chat.stream(model=MODEL, messages=MESSAGES, tools=tools) as stream:
         text = "".join(e.data.choices[0].delta.content or "" for e in stream)
     assert text == "one two three "
     span = only_span(spans)
@@ -88,6 +89,31 @@ def test_stream_usage_from_last_chunk(spans, client, fake):
     assert list(attrs[A.TOOL_CALL_NAMES]) == ["lookup"]
     assert attrs[A.COST] == pytest.approx(priced(SERVED, input=50, output=3))
     assert 0 < attrs[A.TIME_TO_FIRST_CHUNK] <= (span.end_time - span.start_time) / 1e9
+
+
+def test_plain_stream_folds_only_its_first_and_last_chunks(spans, client, fake, monkeypatch):
+    """No tools and no capture: the chunks wait in a window, and only the first and those
+    from the finishing one on are read, at the end (see `instrumentors.Window`)."""
+    fake.expect(Reply(prompt_tokens=500, completion_tokens=100,
+                      content=" ".join(f"w{i}" for i in range(100))))
+    folded = []
+    add = mistral_instr.ChunkAccumulator.add
+
+    def counting(self, event):
+        folded.append(event)
+        add(self, event)
+
+    monkeypatch.setattr(mistral_instr.ChunkAccumulator, "add", counting)
+    with client.chat.stream(model=MODEL, messages=MESSAGES) as stream:
+        events = list(stream)
+    assert len(events) >= 100
+    finishing = next(i for i, e in enumerate(events) if e.data.choices
+                     and e.data.choices[0].finish_reason)
+    assert folded == [events[0]] + events[finishing:]
+    attrs = only_span(spans).attributes
+    assert attrs[A.INPUT_TOKENS] == 500 and attrs[A.OUTPUT_TOKENS] == 100
+    assert attrs[A.RESPONSE_MODEL] == SERVED and list(attrs[A.FINISH_REASONS]) == ["stop"]
+    assert attrs[A.COST] == pytest.approx(priced(SERVED, input=500, output=100))
 
 
 def test_stream_closed_early_and_abandoned(spans, client):

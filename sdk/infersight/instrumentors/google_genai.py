@@ -22,7 +22,8 @@ from typing import Any
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
+from . import (Instrumentor, Operation, Window, choice_attributes, finish_attributes,
+               tool_call_attributes)
 
 GEMINI = "gcp.gemini"
 VERTEX = "gcp.vertex_ai"
@@ -168,6 +169,20 @@ class ChunkAccumulator:
 
 
 GENERATE = Operation("google_genai", request_attributes, response_attributes)
-GENERATE_STREAM = Operation(
-    "google_genai", request_attributes, response_attributes,
-    lambda _args, _kwargs, attrs: ChunkAccumulator(attrs.get(A.REQUEST_MODEL)))
+GENERATE_STREAM = Operation("google_genai", request_attributes, response_attributes,
+                            lambda _args, kwargs, attrs: _chunks(kwargs, attrs))
+
+
+def _chunks(kwargs: dict[str, Any], attrs: dict[str, Any]) -> Any:
+    accumulator = ChunkAccumulator(attrs.get(A.REQUEST_MODEL))
+    config = kwargs.get("config")
+    if (_state.capture_content or config is not None and (
+            _field(config, "tools") or (_field(config, "candidate_count") or 1) != 1)):
+        return accumulator
+    # One candidate, no function to call and no text recorded: the model and id ride every
+    # chunk, the finish reason and the final (cumulative) usage the last one.
+    return Window(accumulator, _finishes, "google_genai")
+
+
+def _finishes(chunk: Any) -> bool:
+    return any(_reason(candidate) for candidate in chunk.candidates or ())

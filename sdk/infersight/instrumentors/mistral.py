@@ -19,7 +19,8 @@ from typing import Any
 
 from .. import _state
 from .. import attributes as A
-from . import Instrumentor, Operation, choice_attributes, finish_attributes, tool_call_attributes
+from . import (Instrumentor, Operation, Window, choice_attributes, finish_attributes,
+               tool_call_attributes)
 
 PROVIDER = "mistral_ai"
 _CHAT = "mistralai.client.chat"
@@ -137,6 +138,21 @@ class ChunkAccumulator:
         return attrs
 
 
+def _chunks(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]) -> Any:
+    accumulator = ChunkAccumulator(attrs.get(A.REQUEST_MODEL))
+    # UNSET, the SDK's sentinel for a parameter not given, is false.
+    if _state.capture_content or kwargs.get("tools") or (kwargs.get("n") or 1) != 1:
+        return accumulator
+    # One choice, no tool to call and no text recorded: as OpenAI's (`openai._chat_stream`).
+    return Window(accumulator, _finishes, "mistral")
+
+
+def _finishes(event: Any) -> bool:
+    for choice in event.data.choices or ():
+        if choice.finish_reason:
+            return True
+    return False
+
+
 COMPLETE = Operation("mistral", request_attributes, response_attributes)
-STREAM = Operation("mistral", request_attributes, response_attributes,
-                   lambda _args, _kwargs, attrs: ChunkAccumulator(attrs.get(A.REQUEST_MODEL)))
+STREAM = Operation("mistral", request_attributes, response_attributes, _chunks)
