@@ -442,18 +442,13 @@ class Native:
 
     def _remember(self, token: str, first: int) -> None:
         """Durably, before the caller inserts the chunk's rows decoded in Python."""
+        from .spool import fsync_dir  # spool imports this module
+
         directory = self._fallbacks(token)
         os.makedirs(directory, exist_ok=True)
-        fd = os.open(os.path.join(directory, str(first)), os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(os.path.join(directory, str(first)), "wb") as f:
+            os.fsync(f.fileno())
+        fsync_dir(directory)
 
     def _store_answers(self) -> bool:
         try:

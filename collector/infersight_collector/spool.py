@@ -143,7 +143,8 @@ def _scan(path: str) -> tuple[list[tuple[int, int]], int]:
     return spans, offset
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Make a new or removed name in `directory` survive a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -265,7 +266,7 @@ class Spool:
         self._append_file = open(path, "ab")
         self._active = _Segment(path)
         self._segments.append(self._active)
-        _fsync_dir(self.directory)  # the new file's name must survive a crash too
+        fsync_dir(self.directory)  # the new file's name must survive a crash too
         return self._append_file, self._active
 
     def _seal(self) -> None:
@@ -336,7 +337,7 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self._window_path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             self._window_lines = len(keep)
             return
         with open(self._window_path, "a", encoding="utf-8") as f:
