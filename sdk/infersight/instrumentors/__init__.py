@@ -304,7 +304,7 @@ def _follow(stream: Any, state: StreamState, holder: Any = None):
         for item in items:
             if state.first is None:  # else a second loop over a stream read by hand
                 state.first = now()
-            _fold(getattr(accumulator, "first", add), item, state)
+            _fold(getattr(accumulator, "first", add), item, state.where)
             yield item
             break
         for item in items:
@@ -319,11 +319,13 @@ def _follow(stream: Any, state: StreamState, holder: Any = None):
     state.end()
 
 
-def _fold(add: Callable[[Any], None], item: Any, state: StreamState) -> None:
+def _fold(add: Callable[[Any], None], item: Any, where: str) -> None:
+    """`add(item)`, a failure counted as a stream chunk's of `where` (the loops of `_follow`
+    spell this out for the chunks after the first: a call per chunk costs)."""
     try:
         add(item)
     except Exception as exc:
-        _state.record_failure(f"{state.where} stream chunk", exc)
+        _state.record_failure(f"{where} stream chunk", exc)
 
 
 async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
@@ -335,7 +337,7 @@ async def _follow_async(stream: Any, state: StreamState, holder: Any = None):
         async for item in items:
             if state.first is None:
                 state.first = now()
-            _fold(getattr(accumulator, "first", add), item, state)
+            _fold(getattr(accumulator, "first", add), item, state.where)
             yield item
             break
         async for item in items:
@@ -388,10 +390,7 @@ class Window:
                 break
         add = self.accumulator.add
         for item in itertools.chain(self.head, tail[start:]):
-            try:
-                add(item)
-            except Exception as exc:
-                _state.record_failure(f"{self.where} stream chunk", exc)
+            _fold(add, item, self.where)
         self.head.clear()
         self.tail.clear()
         return self.accumulator.attributes()

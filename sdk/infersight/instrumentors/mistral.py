@@ -21,6 +21,7 @@ from .. import _state
 from .. import attributes as A
 from . import (Instrumentor, Operation, Window, choice_attributes, finish_attributes,
                tool_call_attributes)
+from . import openai as _openai
 
 PROVIDER = "mistral_ai"
 _CHAT = "mistralai.client.chat"
@@ -148,10 +149,7 @@ def _chunks(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]) -> Any:
 
 
 def _finishes(event: Any) -> bool:
-    for choice in event.data.choices or ():
-        if choice.finish_reason:
-            return True
-    return False
+    return _openai.finishes(event.data)
 
 
 COMPLETE = Operation("mistral", request_attributes, response_attributes)

@@ -400,10 +400,11 @@ def _chat_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
     # One choice and nothing recorded from its deltas: the model and id ride every chunk,
     # the finish reason the last one with a choice, usage that one (vLLM's continuous usage
     # stats), the one after it (`include_usage`) or none.
-    return Window(accumulator, _finishes, "openai")
+    return Window(accumulator, finishes, "openai")
 
 
-def _finishes(chunk: Any) -> bool:
+def finishes(chunk: Any) -> bool:
+    """Whether a chat or completion chunk finishes one of its choices."""
     for choice in chunk.choices or ():
         if choice.finish_reason:
             return True
