@@ -1,4 +1,4 @@
-"""Assertions shared by the instrumentation tests."""
+"""Assertions and probes shared by the instrumentation tests."""
 
 from __future__ import annotations
 
@@ -17,3 +17,17 @@ def priced(model: str, **usage: int) -> float:
     cost = cost_usd(model, Usage(**usage))
     assert cost is not None, f"{model} is not in the price file"
     return cost
+
+
+def recorded(monkeypatch, owner: type, method: str) -> list:
+    """Patch `owner.method` (one taking an item, as an accumulator's `add`) to record each item
+    it is given before doing its work; the list it records into."""
+    items: list = []
+    original = getattr(owner, method)
+
+    def recording(self, item):
+        items.append(item)
+        return original(self, item)
+
+    monkeypatch.setattr(owner, method, recording)
+    return items

@@ -339,19 +339,29 @@ def _pipeline(store, directory, native=None):
                     insert_interval_s=0.05)
 
 
-def test_raw_requests_survive_the_spool_and_a_crash_replays_them_once(native_store, tmp_path):
-    """A group of raw requests and a decoded batch reached the store, but the collector
-    died before deleting the segment: on start it is inserted again, and nothing twice."""
-    from infersight_collector.pipeline import group_token, segment_token
+def _spooled(directory, raw: tuple[RawRequest, ...]):
+    """A spool in `directory` holding one group: `raw` and a decoded span; the record."""
+    from infersight_collector.pipeline import group_token
     from infersight_collector.spool import Record, Spool
 
-    raw = tuple(_raw(r, project) for r, project in zip(_simple_requests()[:3], ["", "p", ""]))
     decoded = decode_request(_one()).batch
     tokens = tuple(r.token() for r in raw) + ("decoded",)
     record = Record(group_token(tokens), decoded, tokens, raw)
-    spool = Spool(str(tmp_path / "spool"), 1 << 24)
+    spool = Spool(str(directory / "spool"), 1 << 24)
     spool.append([record])
     spool.close()
+    return record
+
+
+def test_raw_requests_survive_the_spool_and_a_crash_replays_them_once(native_store, tmp_path):
+    """A group of raw requests and a decoded batch reached the store, but the collector
+    died before deleting the segment: on start it is inserted again, and nothing twice."""
+    from infersight_collector.pipeline import segment_token
+    from infersight_collector.spool import Spool
+
+    raw = tuple(_raw(r, project) for r, project in zip(_simple_requests()[:3], ["", "p", ""]))
+    record = _spooled(tmp_path, raw)
+    decoded, tokens = record.batch, record.requests
     (back,) = list(Spool(str(tmp_path / "spool"), 1 << 24))  # read from disk
     assert back.raw == raw and back.requests == tokens and back.batch.equals(decoded)
     native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "native"))
@@ -375,17 +385,12 @@ def test_a_chunk_that_fell_back_is_replayed_in_python_once(native_store, tmp_pat
     cue) and went to Python; the collector died before deleting the segment. On replay the
     statement would succeed, so without the remembered fallback the chunk would be stored
     natively beside its Python rows."""
-    from infersight_collector.pipeline import group_token, segment_token
-    from infersight_collector.spool import Record, Spool
+    from infersight_collector.pipeline import segment_token
 
     monkeypatch.setattr(native_module, "CHUNK_SPANS", 1)  # a statement per request
     raw = tuple(_raw(r) for r in _simple_requests()[:3])
-    decoded = decode_request(_one()).batch
-    tokens = tuple(r.token() for r in raw) + ("decoded",)
-    record = Record(group_token(tokens), decoded, tokens, raw)
-    spool = Spool(str(tmp_path / "spool"), 1 << 24)
-    spool.append([record])
-    spool.close()
+    record = _spooled(tmp_path, raw)
+    decoded = record.batch
     native = Native(native_store, DEFAULT_LIMITS, str(tmp_path / "native"))
     insert_chunk, calls, failed = Native._insert_chunk, [], []
 

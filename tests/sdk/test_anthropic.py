@@ -21,7 +21,7 @@ from infersight import attributes as A
 from infersight.instrumentors import anthropic as anthropic_instr
 from infersight.pricing import Usage, cost_usd
 from infersight_collector.fake_provider import FakeAnthropic, Reply
-from tests.span_checks import only_span
+from tests.span_checks import only_span, recorded
 
 MODEL = "claude-haiku-4-5-20251001"
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
@@ -114,14 +114,7 @@ def test_long_stream_folds_only_message_start_and_the_events_from_message_delta(
     message_start and the events from message_delta on are read, at its end."""
     fake.expect(Reply(model=MODEL, content=" ".join(f"w{i}" for i in range(100)),
                       prompt_tokens=200, completion_tokens=100, cached_tokens=1000))
-    folded = []
-    add = anthropic_instr.EventAccumulator.add
-
-    def counting(self, event):
-        folded.append(event)
-        add(self, event)
-
-    monkeypatch.setattr(anthropic_instr.EventAccumulator, "add", counting)
+    folded = recorded(monkeypatch, anthropic_instr.EventAccumulator, "add")
     events = list(client.messages.create(model=MODEL, max_tokens=100, messages=MESSAGES,
                                          stream=True))
     assert len(events) > 100

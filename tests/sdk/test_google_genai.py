@@ -18,7 +18,7 @@ from infersight.pricing import resolve_model
 from infersight_collector.fake_provider import Reply
 from tests.fakes import LoopbackServer
 from tests.fakes.google import SERVED, route
-from tests.span_checks import only_span, priced
+from tests.span_checks import only_span, priced, recorded
 
 MODEL = "gemini-2.5-flash"
 
@@ -95,14 +95,7 @@ def test_plain_stream_folds_only_its_first_and_last_chunks(spans, client, fake, 
     from the finishing one on are read, at the end (see `instrumentors.Window`)."""
     fake.expect(Reply(prompt_tokens=300, completion_tokens=100,
                       content=" ".join(f"w{i}" for i in range(100))))
-    folded = []
-    add = google_instr.ChunkAccumulator.add
-
-    def counting(self, chunk):
-        folded.append(chunk)
-        add(self, chunk)
-
-    monkeypatch.setattr(google_instr.ChunkAccumulator, "add", counting)
+    folded = recorded(monkeypatch, google_instr.ChunkAccumulator, "add")
     chunks = list(client.models.generate_content_stream(model=MODEL, contents="Count"))
     assert len(chunks) == 100
     assert folded == [chunks[0], chunks[-1]]

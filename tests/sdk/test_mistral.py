@@ -22,7 +22,7 @@ from infersight.pricing import resolve_model
 from infersight_collector.fake_provider import Reply
 from tests.fakes import LoopbackServer
 from tests.fakes.mistral import SERVED, route
-from tests.span_checks import only_span, priced
+from tests.span_checks import only_span, priced, recorded
 
 MODEL = "mistral-large-latest"
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
@@ -96,14 +96,7 @@ def test_plain_stream_folds_only_its_first_and_last_chunks(spans, client, fake, 
     from the finishing one on are read, at the end (see `instrumentors.Window`)."""
     fake.expect(Reply(prompt_tokens=500, completion_tokens=100,
                       content=" ".join(f"w{i}" for i in range(100))))
-    folded = []
-    add = mistral_instr.ChunkAccumulator.add
-
-    def counting(self, event):
-        folded.append(event)
-        add(self, event)
-
-    monkeypatch.setattr(mistral_instr.ChunkAccumulator, "add", counting)
+    folded = recorded(monkeypatch, mistral_instr.ChunkAccumulator, "add")
     with client.chat.stream(model=MODEL, messages=MESSAGES) as stream:
         events = list(stream)
     assert len(events) >= 100

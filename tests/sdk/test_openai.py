@@ -17,7 +17,7 @@ from infersight import _state
 from infersight import attributes as A
 from infersight.instrumentors import openai as openai_instr
 from infersight_collector.fake_provider import Reply
-from tests.span_checks import only_span
+from tests.span_checks import only_span, recorded
 
 MESSAGES = [{"role": "user", "content": "Summarise this ticket"}]
 
@@ -235,14 +235,7 @@ def test_lean_stream_folds_only_its_first_and_last_chunks(spans, client, fake_op
     the first one and those from the finishing one on, whatever its length."""
     words = " ".join(f"w{i}" for i in range(200))
     fake_openai.expect(Reply(content=words, prompt_tokens=300, completion_tokens=200))
-    folded = []
-    lean = openai_instr.ChoicesAccumulator._add_lean
-
-    def counting(self, chunk):
-        folded.append(chunk)
-        lean(self, chunk)
-
-    monkeypatch.setattr(openai_instr.ChoicesAccumulator, "_add_lean", counting)
+    folded = recorded(monkeypatch, openai_instr.ChoicesAccumulator, "_add_lean")
     read = list(_stream(client))
     assert len(read) == 203
     assert folded == [read[0], read[-2], read[-1]]
