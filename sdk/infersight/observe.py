@@ -84,6 +84,11 @@ def watch(model: Any, *, name: str | None = None, version: str | None = None,
 
 # ---- shared by the classic-model instrumentors ---------------------------------------------
 
+# Confidences of up to this many rows are summarised as Python floats rather than in numpy,
+# whose per-call costs dominate a small batch: 8-11 CPU-us less from 1 to 32 rows, 3 at 128.
+SMALL_BATCH = 64
+
+
 def confidence_attributes(values: Any, method: str) -> dict[str, Any]:
     """Mean and p10/p50/p90 of per-row confidences (a number, a sequence or a numpy array)."""
     if values is None:
@@ -96,19 +101,24 @@ def confidence_attributes(values: Any, method: str) -> dict[str, Any]:
     if hasattr(values, "shape"):
         import numpy as np
 
-        rows = np.sort(np.asarray(values, dtype=float).ravel())
-        if not rows.size:
-            return {}
-        mean = float(rows.mean())
+        array = np.asarray(values, dtype=float).ravel()
+        if array.size <= SMALL_BATCH:
+            # A single prediction: numpy's sort, mean and scalar arithmetic cost about 16
+            # CPU-us after a 1-row predict_proba, Python floats about 7.
+            rows = sorted(array.tolist())
+        else:
+            rows = np.sort(array)
     else:
         rows = sorted(float(v) for v in values)
-        if not rows:
-            return {}
-        mean = math.fsum(rows) / len(rows)
+    if not len(rows):
+        return {}
+    mean = math.fsum(rows) / len(rows) if type(rows) is list else float(rows.mean())
     low, high = float(rows[0]), float(rows[-1])
     p10, p50, p90 = (_percentile(rows, q) for q in (0.1, 0.5, 0.9))
-    if not (0.0 <= low and high <= 1.0):
-        raise ValueError(f"confidence must lie in [0, 1], got values in [{low}, {high}]")
+    # NaN sorts anywhere in a list and makes the mean NaN.
+    if not (0.0 <= low and high <= 1.0 and mean == mean):
+        raise ValueError(f"confidence must lie in [0, 1], got values in [{low}, {high}]"
+                         + (" and NaN" if mean != mean else ""))
     return {A.CONFIDENCE: mean, A.CONFIDENCE_METHOD: method,
             A.CONFIDENCE_P10: p10, A.CONFIDENCE_P50: p50, A.CONFIDENCE_P90: p90}
 

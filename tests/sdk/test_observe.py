@@ -76,3 +76,23 @@ def test_bad_arguments_are_clear_errors():
         infersight.watch(object(), confidence=0.9)
     with pytest.raises(TypeError, match="decorate the function"):
         infersight.watch(42)
+
+
+@pytest.mark.parametrize("bad", [
+    [0.2, float("nan"), 0.9],                   # a list: NaN sorts anywhere
+    np.array([0.2, np.nan, 0.9]),               # a few rows: summarised in Python
+    np.append(np.full(100, 0.5), np.nan),       # many rows: summarised in numpy
+    np.array([0.2, 1.5]),
+])
+def test_a_confidence_outside_0_1_is_left_out_and_counted(spans, bad):
+    from infersight import _state
+
+    @infersight.observe(name="scorer", confidence=lambda out: bad)
+    def score(rows):
+        return rows
+
+    before = sum(n for k, n in _state.failures().items() if k.endswith(":ValueError"))
+    assert score([1, 2]) == [1, 2]  # the call itself is untouched
+    [span] = spans.get_finished_spans()
+    assert A.CONFIDENCE not in span.attributes
+    assert sum(n for k, n in _state.failures().items() if k.endswith(":ValueError")) == before + 1

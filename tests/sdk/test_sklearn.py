@@ -35,16 +35,18 @@ def fitted_pipeline(X, y):
     return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
 
 
-def test_pipeline_is_one_span_with_rows_and_confidence(spans, data):
+# A batch up to SMALL_BATCH rows is summarised in Python, a larger one in numpy.
+@pytest.mark.parametrize("rows", [1, 50, 200])
+def test_pipeline_is_one_span_with_rows_and_confidence(spans, data, rows):
     X, y = data
     pipe = fitted_pipeline(X, y)
     spans.clear()
-    proba = pipe.predict_proba(X[:50])
+    proba = pipe.predict_proba(X[:rows])
     [span] = spans.get_finished_spans()
     attrs = span.attributes
     assert attrs[A.PROVIDER] == "sklearn" and attrs[A.OPERATION] == "predict"
     assert attrs[A.REQUEST_MODEL] == "Pipeline" and attrs[A.MODEL_METHOD] == "predict_proba"
-    assert attrs[A.BATCH_ROWS] == 50
+    assert attrs[A.BATCH_ROWS] == rows
     top = proba.max(axis=1)
     assert attrs[A.CONFIDENCE] == pytest.approx(top.mean())
     assert attrs[A.CONFIDENCE_METHOD] == "max_proba"
@@ -65,15 +67,18 @@ def test_nested_estimator_calls_make_no_spans(spans, data):
     assert names == [("VotingClassifier", "predict"), ("LogisticRegression", "predict")]
 
 
-def test_log_proba_confidence_and_decision_function(spans, data):
+@pytest.mark.parametrize("rows", [20, 200])
+def test_log_proba_confidence_and_decision_function(spans, data, rows):
     X, y = data
     model = LogisticRegression().fit(X, y)
     spans.clear()
-    log_proba = model.predict_log_proba(X[:20])
-    model.decision_function(X[:20])
+    log_proba = model.predict_log_proba(X[:rows])
+    model.decision_function(X[:rows])
     log_span, decision_span = spans.get_finished_spans()
     assert log_span.attributes[A.CONFIDENCE] == pytest.approx(np.exp(log_proba).max(axis=1).mean())
-    assert decision_span.attributes[A.BATCH_ROWS] == 20
+    assert log_span.attributes[A.CONFIDENCE_P90] == pytest.approx(
+        np.percentile(np.exp(log_proba).max(axis=1), 90))
+    assert decision_span.attributes[A.BATCH_ROWS] == rows
     assert A.CONFIDENCE not in decision_span.attributes  # margins are not probabilities
 
 
