@@ -210,10 +210,24 @@ def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
     for case, call in cases.items():
         ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
                 "instrumented": (on, call)}
-        out[case] = paired(cpu_per_call(ways, lambda: provider.force_flush(30_000), calls,
-                                        rounds))
+        samples = cpu_per_call(ways, lambda: provider.force_flush(30_000), calls, rounds)
+        out[case] = {**paired(samples), "round ratios": round_ratios(samples)}
         off()
     return out
+
+
+def round_ratios(samples: dict[str, list[float]]) -> list[float]:
+    """Each round's instrumented overhead over its floor overhead, sorted: their spread says
+    how far the median's verdict can be trusted on this machine."""
+    return sorted((i - b) / (f - b) for i, f, b in zip(
+        samples["instrumented"], samples["floor"], samples["bare"]) if f > b)
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3
 
 
 def floor_of(provider, name: str, call: Callable[[], None]) -> Callable[[], None]:
@@ -339,9 +353,12 @@ def _isolated(result: report.Result, provider, calls: int, rounds: int,
     cases = {**openai_stubbed_calls(), **anthropic_stubbed_calls()}
     measured = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
                        infersight.uninstrument, provider, calls, rounds)
+    spreads = []
     for case, us in measured.items():
         floor_over, ours_over, ratio = _overheads(us)
         limit = TARGETS["stream" if "stream" in case else "sync"]
+        q1, q3 = quartiles(us["round ratios"])
+        spreads.append(f"{case.split(',')[0]} {q1:.2f}-{q3:.2f}x")
         result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
                    baseline="floor overhead", ratio=ratio, target=f"<= {limit}x",
@@ -349,6 +366,10 @@ def _isolated(result: report.Result, provider, calls: int, rounds: int,
         for name, measured in theirs.items():
             if case in measured:
                 _peer_row(result, case, name, measured[case])
+    result.notes.append(
+        "Provider-stubbed rows, infersight's overhead over the floor's round by round (each "
+        "round runs the bare call, the floor and infersight back to back), middle half of the "
+        "rounds: " + "; ".join(spreads) + ". The verdict is the ratio of the medians.")
 
 
 # ---- peers, each in its own virtualenv ---------------------------------------------------------

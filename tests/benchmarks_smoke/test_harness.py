@@ -94,6 +94,16 @@ def test_an_sdk_overhead_verdict_needs_a_measured_ratio_within_the_target():
     assert not verdict(float("nan"), 1.25)
 
 
+def test_round_ratios_pair_each_rounds_overheads_and_skip_a_floor_lost_in_noise():
+    from benchmarks.sdk_overhead import quartiles, round_ratios
+
+    samples = {"bare": [10.0, 12.0, 11.0, 10.0], "floor": [20.0, 22.0, 11.0, 30.0],
+               "instrumented": [25.0, 24.0, 15.0, 40.0]}
+    # (25-10)/(20-10), (24-12)/(22-12), round 3 dropped (floor not above bare), (40-10)/(30-10)
+    assert round_ratios(samples) == [1.2, 1.5, 1.5]
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.5, 4.5)
+
+
 @pytest.fixture
 def peer_module():
     """The stand-in peer's module; its wrapper is taken off `Completions.create` afterwards."""
