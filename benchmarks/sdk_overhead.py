@@ -204,8 +204,8 @@ def paired(samples: dict[str, list[float]], base: str = "bare") -> dict[str, flo
 
 def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
             off: Callable[[], None], provider, calls: int, rounds: int) -> dict[str, dict]:
-    """{case: {"bare", "floor", "instrumented"} median CPU-us per call}; `on` / `off` switch
-    the instrumentation under test."""
+    """{case: {"bare", "floor", "instrumented"} median CPU-us per call, and "round ratios"
+    (`round_ratios`)}; `on` / `off` switch the instrumentation under test."""
     out = {}
     for case, call in cases.items():
         ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
