@@ -86,7 +86,7 @@ def watch(model: Any, *, name: str | None = None, version: str | None = None,
 
 # Confidences of up to this many rows are summarised as Python floats rather than in numpy,
 # whose per-call costs dominate a small batch: 8-11 CPU-us less from 1 to 32 rows, 3 at 128.
-SMALL_BATCH = 64
+_SMALL_BATCH = 64
 
 
 def confidence_attributes(values: Any, method: str) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def confidence_attributes(values: Any, method: str) -> dict[str, Any]:
         import numpy as np
 
         array = np.asarray(values, dtype=float).ravel()
-        if array.size <= SMALL_BATCH:
+        if array.size <= _SMALL_BATCH:
             # A single prediction: numpy's sort, mean and scalar arithmetic cost about 16
             # CPU-us after a 1-row predict_proba, Python floats about 7.
             rows = sorted(array.tolist())

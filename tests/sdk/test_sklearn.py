@@ -35,7 +35,7 @@ def fitted_pipeline(X, y):
     return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
 
 
-# A batch up to SMALL_BATCH rows is summarised in Python, a larger one in numpy.
+# A batch of up to 64 rows (observe._SMALL_BATCH) is summarised in Python, a larger one in numpy.
 @pytest.mark.parametrize("rows", [1, 50, 200])
 def test_pipeline_is_one_span_with_rows_and_confidence(spans, data, rows):
     X, y = data
@@ -210,3 +210,26 @@ def test_uninstrument_restores_every_method(data):
                 assert not isinstance(klass.__dict__.get(name), wrapt.FunctionWrapper), (klass, name)
     assert "__init_subclass__" not in BaseEstimator.__dict__
     LogisticRegression().fit(X, y).predict(X[:1])
+
+
+@pytest.mark.parametrize("rows", [1, 200])
+def test_a_nan_probability_anywhere_in_a_row_leaves_confidence_out(spans, data, rows):
+    """A row's maximum must propagate NaN wherever it sits (Python's `max` would not when it
+    comes second), so the confidence check rejects it, for small batches and large alike."""
+    class Broken(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            self.classes_ = np.array([0, 1])
+            return self
+
+        def predict_proba(self, X):
+            out = np.full((len(X), 2), 0.5)
+            out[0, 1] = np.nan
+            return out
+
+    X, y = data
+    before = sum(n for k, n in _state.failures().items() if k.endswith(":ValueError"))
+    Broken().fit(X, y).predict_proba(X[:rows])
+    [span] = spans.get_finished_spans()
+    assert span.attributes[A.MODEL_METHOD] == "predict_proba"
+    assert A.CONFIDENCE not in span.attributes
+    assert sum(n for k, n in _state.failures().items() if k.endswith(":ValueError")) == before + 1

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-import math
 import weakref
 from typing import Any
 
@@ -31,14 +30,7 @@ import wrapt
 
 from .. import _state
 from .. import attributes as A
-from ..observe import (
-    SMALL_BATCH,
-    confidence_attributes,
-    model_attributes,
-    outer_call,
-    rows_of,
-    watched,
-)
+from ..observe import confidence_attributes, model_attributes, outer_call, rows_of, watched
 from . import Instrumentor
 
 PROVIDER = "sklearn"
@@ -194,16 +186,11 @@ def result_attributes(estimator: Any, method: str, X: Any, result: Any) -> dict[
     if user is not None and user.confidence is not None:
         attrs.update(confidence_attributes(user.confidence(result), "user"))
     elif method in ("predict_proba", "predict_log_proba") and getattr(result, "ndim", 0) == 2:
-        if len(result) <= SMALL_BATCH:  # a few rows: cheaper as Python floats than in numpy
-            top = [max(row) for row in result.tolist()]
-            if method == "predict_log_proba":
-                top = [math.exp(v) for v in top]
-        else:
-            top = result.max(axis=1)
-            if method == "predict_log_proba":
-                import numpy as np
+        top = result.max(axis=1)
+        if method == "predict_log_proba":
+            import numpy as np
 
-                top = np.exp(top)
+            top = np.exp(top)
         attrs.update(confidence_attributes(top, "max_proba"))
     return attrs
 
