@@ -123,6 +123,17 @@ def confidence_attributes(values: Any, method: str) -> dict[str, Any]:
             A.CONFIDENCE_P10: p10, A.CONFIDENCE_P50: p50, A.CONFIDENCE_P90: p90}
 
 
+def guarded_confidence(where: str, values: Callable[[], Any], method: str) -> dict[str, Any]:
+    """`confidence_attributes(values(), method)`, or none when computing or checking them
+    fails (counted under `where`): a bad confidence must not cost the span the rest of what
+    its result tells, such as its rows."""
+    try:
+        return confidence_attributes(values(), method)
+    except Exception as exc:
+        _state.record_failure(where, exc)
+        return {}
+
+
 def _percentile(ordered: Any, q: float) -> float:
     """Linear interpolation between the closest ranks (numpy's default method); a few index
     operations where `np.percentile` costs tens of microseconds on a small batch."""
@@ -201,13 +212,14 @@ def outer_call(in_call: contextvars.ContextVar[bool], where: str,
     return result
 
 
-def output_attributes(result: Any, confidence: Callable[[Any], Any] | None) -> dict[str, Any]:
+def output_attributes(result: Any, confidence: Callable[[Any], Any] | None,
+                      where: str) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
     rows = rows_of(result)
     if rows is not None:
         attrs[A.BATCH_ROWS] = rows
     if confidence is not None:
-        attrs.update(confidence_attributes(confidence(result), "user"))
+        attrs.update(guarded_confidence(where, lambda: confidence(result), "user"))
     return attrs
 
 
@@ -227,7 +239,7 @@ def observe(fn: Callable | None = None, *, name: str | None = None, version: str
             return model_attributes(CUSTOM_PROVIDER, model, version)
 
         def result_attributes(result):
-            return lambda: output_attributes(result, confidence)
+            return lambda: output_attributes(result, confidence, where)
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)

@@ -84,7 +84,7 @@ def test_bad_arguments_are_clear_errors():
     np.append(np.full(100, 0.5), np.nan),       # many rows: summarised in numpy
     np.array([0.2, 1.5]),
 ])
-def test_a_confidence_outside_0_1_is_left_out_and_counted(spans, bad):
+def test_a_confidence_outside_0_1_is_left_out_and_counted_alone(spans, bad):
     from infersight import _state
 
     @infersight.observe(name="scorer", confidence=lambda out: bad)
@@ -95,4 +95,5 @@ def test_a_confidence_outside_0_1_is_left_out_and_counted(spans, bad):
     assert score([1, 2]) == [1, 2]  # the call itself is untouched
     [span] = spans.get_finished_spans()
     assert A.CONFIDENCE not in span.attributes
+    assert span.attributes[A.BATCH_ROWS] == 2  # the rest of the result's attributes stay
     assert sum(n for k, n in _state.failures().items() if k.endswith(":ValueError")) == before + 1

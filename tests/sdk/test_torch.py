@@ -70,6 +70,20 @@ def test_user_confidence_and_regression_outputs(spans, batch):
     assert scored_span.attributes[A.CONFIDENCE_METHOD] == "user"
 
 
+def test_a_failing_user_confidence_is_counted_and_costs_the_span_nothing_else(spans, batch):
+    def broken(out):
+        raise RuntimeError("bad scorer")
+
+    model = infersight.watch(nn.Linear(4, 2), name="scored", confidence=broken)
+    before = _state.failures().get("torch forward:RuntimeError", 0)
+    out = model(batch)
+    [span] = spans.get_finished_spans()
+    assert out.shape == (len(batch), 2)
+    assert span.attributes[A.BATCH_ROWS] == len(batch)
+    assert A.CONFIDENCE not in span.attributes
+    assert _state.failures()["torch forward:RuntimeError"] == before + 1
+
+
 def test_forward_exception_reaches_the_app_and_ends_the_span(spans, batch):
     model = infersight.watch(Classifier(fail=True))
     with pytest.raises(ValueError, match="bad batch shape"):

@@ -30,7 +30,7 @@ import wrapt
 
 from .. import _state
 from .. import attributes as A
-from ..observe import confidence_attributes, model_attributes, outer_call, rows_of, watched
+from ..observe import guarded_confidence, model_attributes, outer_call, rows_of, watched
 from . import Instrumentor
 
 PROVIDER = "sklearn"
@@ -183,16 +183,23 @@ def result_attributes(estimator: Any, method: str, X: Any, result: Any) -> dict[
     if rows is not None:
         attrs[A.BATCH_ROWS] = rows
     user = watched(estimator)
+    where = f"sklearn {method}"  # as the call's own failures are counted (`_predict`)
     if user is not None and user.confidence is not None:
-        attrs.update(confidence_attributes(user.confidence(result), "user"))
+        attrs.update(guarded_confidence(where, lambda: user.confidence(result), "user"))
     elif method in ("predict_proba", "predict_log_proba") and getattr(result, "ndim", 0) == 2:
-        top = result.max(axis=1)
-        if method == "predict_log_proba":
-            import numpy as np
-
-            top = np.exp(top)
-        attrs.update(confidence_attributes(top, "max_proba"))
+        attrs.update(guarded_confidence(where, lambda: top_probability(result, method),
+                                        "max_proba"))
     return attrs
+
+
+def top_probability(result: Any, method: str) -> Any:
+    """Each row's largest class probability (numpy's max, which keeps a NaN)."""
+    top = result.max(axis=1)
+    if method == "predict_log_proba":
+        import numpy as np
+
+        top = np.exp(top)
+    return top
 
 
 # ---- wrappers ----------------------------------------------------------------------------

@@ -20,10 +20,10 @@ import weakref
 from typing import Any
 
 from .. import attributes as A
-from ..observe import (begin, confidence_attributes, fail, finish, model_attributes, rows_of,
-                       watched)
+from ..observe import begin, fail, finish, guarded_confidence, model_attributes, rows_of, watched
 
 PROVIDER = "torch"
+WHERE = "torch forward"  # its failures are counted under this
 
 _traced: "weakref.WeakSet[Any]" = weakref.WeakSet()
 # The spans of the watched modules currently running in this context, innermost last.
@@ -66,14 +66,14 @@ def result_attributes(module: Any, inputs: tuple, output: Any) -> dict[str, Any]
         attrs[A.BATCH_ROWS] = rows
     user = watched(module)
     if user is not None and user.confidence is not None:
-        attrs.update(confidence_attributes(user.confidence(output), "user"))
+        attrs.update(guarded_confidence(WHERE, lambda: user.confidence(output), "user"))
     else:
-        attrs.update(confidence_attributes(default_confidence(output), "max_proba"))
+        attrs.update(guarded_confidence(WHERE, lambda: default_confidence(output), "max_proba"))
     return attrs
 
 
 def _before(module, inputs):
-    span, token = begin("torch forward", lambda: request_attributes(module))
+    span, token = begin(WHERE, lambda: request_attributes(module))
     _open.set(_open.get() + ((module, span, token),))
 
 
@@ -89,5 +89,5 @@ def _after(module, inputs, output):
     if output is None and exc is not None:  # forward raised: torch calls us from its except
         fail(span, token, exc)
     else:
-        finish("torch forward", span, token, lambda: result_attributes(module, inputs, output))
+        finish(WHERE, span, token, lambda: result_attributes(module, inputs, output))
     return None

@@ -18,10 +18,11 @@ import contextvars
 from typing import Any
 
 from .. import attributes as A
-from ..observe import confidence_attributes, model_attributes, outer_call, watched
+from ..observe import guarded_confidence, model_attributes, outer_call, watched
 from . import Instrumentor
 
 PROVIDER = "transformers"
+WHERE = "transformers pipeline"  # its failures are counted under this
 
 _in_call: contextvars.ContextVar[bool] = contextvars.ContextVar("infersight_transformers_call",
                                                                 default=False)
@@ -66,11 +67,11 @@ def result_attributes(pipe: Any, inputs: Any, result: Any) -> dict[str, Any]:
     attrs: dict[str, Any] = {A.BATCH_ROWS: len(inputs) if batched else 1}
     user = watched(pipe)
     if user is not None and user.confidence is not None:
-        attrs.update(confidence_attributes(user.confidence(result), "user"))
+        attrs.update(guarded_confidence(WHERE, lambda: user.confidence(result), "user"))
         return attrs
     scores = [s for s in map(row_score, rows) if s is not None]
     if scores and len(scores) == len(rows):
-        attrs.update(confidence_attributes(scores, "pipeline_score"))
+        attrs.update(guarded_confidence(WHERE, lambda: scores, "pipeline_score"))
     return attrs
 
 
@@ -78,6 +79,6 @@ def result_attributes(pipe: Any, inputs: Any, result: Any) -> dict[str, Any]:
 
 def _call(wrapped, instance, args, kwargs):
     inputs = args[0] if args else kwargs.get("inputs")
-    return outer_call(_in_call, "transformers pipeline", lambda: request_attributes(instance),
+    return outer_call(_in_call, WHERE, lambda: request_attributes(instance),
                       lambda result: result_attributes(instance, inputs, result),
                       wrapped, args, kwargs)
