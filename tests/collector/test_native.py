@@ -339,6 +339,17 @@ def _pipeline(store, directory, native=None):
                     insert_interval_s=0.05)
 
 
+def _restart(store, directory, native) -> None:
+    """A collector restarted on the spool in `directory`: it replays every segment left
+    there, and stops once the spool is empty."""
+    pipeline = _pipeline(store, directory, native).start()
+    try:
+        assert pipeline.flush(30)
+        assert pipeline.spool.records == 0
+    finally:
+        pipeline.stop()
+
+
 def _spooled(directory, raw: tuple[RawRequest, ...]):
     """A spool in `directory` holding one group: `raw` and a decoded span; the record."""
     from infersight_collector.pipeline import group_token
@@ -369,12 +380,7 @@ def test_raw_requests_survive_the_spool_and_a_crash_replays_them_once(native_sto
     native.insert(list(raw), token + "/native")
     insert_spans(native_store, decoded, token)
     before = _stored(native_store)
-    pipeline = _pipeline(native_store, tmp_path, native).start()
-    try:
-        assert pipeline.flush(30)
-        assert pipeline.spool.records == 0
-    finally:
-        pipeline.stop()
+    _restart(native_store, tmp_path, native)
     assert _stored(native_store) == before
     assert len(before) == _rows(native_store) == sum(r.spans for r in raw) + 1
 
@@ -409,12 +415,7 @@ def test_a_chunk_that_fell_back_is_replayed_in_python_once(native_store, tmp_pat
     assert _rows(native_store) == expected
     first.spool.close()
     calls.clear()
-    pipeline = _pipeline(native_store, tmp_path, native).start()  # the restart
-    try:
-        assert pipeline.flush(30)
-        assert pipeline.spool.records == 0
-    finally:
-        pipeline.stop()
+    _restart(native_store, tmp_path, native)
     assert _rows(native_store) == expected
     assert len(calls) == 2  # the chunk that fell back was not tried again
     assert native._fallen(segment_token([record]) + "/native") == set()  # forgotten
