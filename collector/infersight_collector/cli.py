@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,8 +18,37 @@ import threading
 log = logging.getLogger("infersight")
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+def _number(low: float, kind: type = int, high: float | None = None, above: bool = False):
+    """An argparse type for a number of `kind` from `low` (above it, with `above`) up to
+    `high`: a flag or an INFERSIGHT_* variable out of range stops the command with a line
+    that says why, not a traceback or a silent substitute."""
+    bound = f"above {low}" if above else f"at least {low}"
+    if high is not None:
+        bound = f"from {low} to {high}"
+    word = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {word}")
+        if (value <= low if above else value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        return value
+
+    return parse
+
+
+_COUNT = _number(1)  # something there must be one of
+_PORT = _number(0, high=65535)  # 0: any free port
+
+
+def _env(name: str, default) -> str:
+    """An INFERSIGHT_* variable as a flag's default: argparse checks it with the flag's type,
+    naming the flag; the help names the variable."""
+    return os.environ.get(name, str(default))
 
 
 def _decode_workers(args: argparse.Namespace, native: bool) -> int:
@@ -59,7 +89,7 @@ def _start_collector(store, args: argparse.Namespace):
         from .native import Native
 
         native = Native(store, limits, os.path.join(spool.directory, "native"),
-                        lanes=max(1, args.insert_lanes))
+                        lanes=args.insert_lanes)
     pipeline = Pipeline(store, spool=spool, native=native).start()
     server = Receivers(pipeline, store, ReceiverSettings(
         host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
@@ -241,19 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="embedded store directory (default ./.infersight)")
         p.add_argument("--clickhouse-url", default=os.environ.get("CLICKHOUSE_URL", ""),
                        help="use a ClickHouse server instead of the embedded store")
-        p.add_argument("--ttl-days", type=int, default=_env_int("INFERSIGHT_TTL_DAYS", 30),
-                       help="days spans, rollups and feedback are kept (applied on start)")
+        p.add_argument("--ttl-days", type=_COUNT, default=_env("INFERSIGHT_TTL_DAYS", 30),
+                       help="days spans, rollups and feedback are kept (applied on start; "
+                            "INFERSIGHT_TTL_DAYS)")
         p.add_argument("--cluster", default=os.environ.get("INFERSIGHT_CLUSTER", ""),
                        help="ClickHouse cluster name: ON CLUSTER, Replicated and Distributed "
                             "tables (server only)")
 
     def receiver_flags(p: argparse.ArgumentParser) -> None:
         env = os.environ.get
-        p.add_argument("--http-port", type=int, default=_env_int("INFERSIGHT_HTTP_PORT", 4318),
-                       help="OTLP/HTTP port (default 4318)")
-        p.add_argument("--metrics-port", type=int,
-                       default=_env_int("INFERSIGHT_METRICS_PORT", 8888),
-                       help="/healthz, /readyz and Prometheus /metrics (default 8888)")
+        p.add_argument("--http-port", type=_PORT, default=_env("INFERSIGHT_HTTP_PORT", 4318),
+                       help="OTLP/HTTP port (default 4318; INFERSIGHT_HTTP_PORT)")
+        p.add_argument("--metrics-port", type=_PORT,
+                       default=_env("INFERSIGHT_METRICS_PORT", 8888),
+                       help="/healthz, /readyz and Prometheus /metrics (default 8888; "
+                            "INFERSIGHT_METRICS_PORT)")
         p.add_argument("--api-keys-file", default=env("INFERSIGHT_API_KEYS_FILE", ""),
                        help="`key = project` lines; clients must send `Authorization: Bearer "
                             "<key>` and spans are stamped with its project (default: no keys)")
@@ -261,12 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PEM certificate: both OTLP listeners speak TLS only")
         p.add_argument("--tls-key", default=env("INFERSIGHT_TLS_KEY", ""),
                        help="PEM private key for --tls-cert")
-        p.add_argument("--max-message-bytes", type=int,
-                       default=_env_int("INFERSIGHT_MAX_MESSAGE_BYTES", 16 << 20),
+        p.add_argument("--max-message-bytes", type=_COUNT,
+                       default=_env("INFERSIGHT_MAX_MESSAGE_BYTES", 16 << 20),
                        help="largest OTLP request, gRPC message or HTTP body after gunzip "
                             "(default 16 MiB)")
-        p.add_argument("--max-attribute-chars", type=int,
-                       default=_env_int("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
+        p.add_argument("--max-attribute-chars", type=_COUNT,
+                       default=_env("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
                        help="longer attribute values are cut and marked (default 65536)")
         p.add_argument("--decode", choices=("native", "python"),
                        default=os.environ.get("INFERSIGHT_DECODE", "native"),
@@ -274,14 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "segment at a time (what it cannot, Python does); python: each "
                             "request is decoded in Python (always with --clickhouse-url) "
                             "(default native)")
-        p.add_argument("--insert-lanes", type=int,
-                       default=_env_int("INFERSIGHT_INSERT_LANES", 1),
+        p.add_argument("--insert-lanes", type=_COUNT,
+                       default=_env("INFERSIGHT_INSERT_LANES", 1),
                        help="with native decode, statements inserting at once, each on its "
                             "own connection: 2 inserted 1.3-1.5x faster on 2 cores, for "
                             "about 250 MB more memory (default 1)")
-        p.add_argument("--decode-workers", type=int,
-                       default=(int(os.environ["INFERSIGHT_DECODE_WORKERS"])
-                                if "INFERSIGHT_DECODE_WORKERS" in os.environ else None),
+        p.add_argument("--decode-workers", type=_number(0),
+                       default=os.environ.get("INFERSIGHT_DECODE_WORKERS"),
                        help="processes that decode OTLP requests, so ingest is not held to "
                             "one core by the GIL; 0 decodes in the receiving threads "
                             "(default: one per core with --decode python on more than one "
@@ -290,25 +321,28 @@ def build_parser() -> argparse.ArgumentParser:
     def listen_flags(p: argparse.ArgumentParser, grpc: bool, dashboard: bool) -> None:
         p.add_argument("--host", default=os.environ.get("INFERSIGHT_HOST", "0.0.0.0"))
         if grpc:
-            p.add_argument("--grpc-port", type=int, default=_env_int("INFERSIGHT_GRPC_PORT", 4317))
+            p.add_argument("--grpc-port", type=_PORT, default=_env("INFERSIGHT_GRPC_PORT", 4317),
+                           help="OTLP/gRPC port (default 4317; INFERSIGHT_GRPC_PORT)")
             receiver_flags(p)
         if dashboard:
-            p.add_argument("--dashboard-port", type=int,
-                           default=_env_int("INFERSIGHT_DASHBOARD_PORT", 8050))
+            p.add_argument("--dashboard-port", type=_PORT,
+                           default=_env("INFERSIGHT_DASHBOARD_PORT", 8050),
+                           help="(default 8050; INFERSIGHT_DASHBOARD_PORT)")
 
     def alert_flags(p: argparse.ArgumentParser, schedule: bool = True) -> None:
         p.add_argument("--alert-rules", default=os.environ.get("INFERSIGHT_ALERT_RULES", ""),
                        help="YAML alert rule file (docs/alerts.md); alerts are off without one")
         if schedule:
-            p.add_argument("--alert-interval", type=float,
-                           default=float(os.environ.get("INFERSIGHT_ALERT_INTERVAL", 60)),
-                           help="seconds between rule evaluations (default 60)")
+            p.add_argument("--alert-interval", type=_number(0, float, above=True),
+                           default=_env("INFERSIGHT_ALERT_INTERVAL", 60),
+                           help="seconds between rule evaluations (default 60; "
+                                "INFERSIGHT_ALERT_INTERVAL)")
 
     def spool_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--spool-dir", default=os.environ.get("INFERSIGHT_SPOOL_DIR", ""),
                        help="where batches wait while the store is down (default DATA_DIR/spool)")
-        p.add_argument("--spool-max-bytes", type=int,
-                       default=_env_int("INFERSIGHT_SPOOL_MAX_BYTES", 1 << 30),
+        p.add_argument("--spool-max-bytes", type=_COUNT,
+                       default=_env("INFERSIGHT_SPOOL_MAX_BYTES", 1 << 30),
                        help="spool size past which clients are told to retry (default 1 GiB)")
 
     p = sub.add_parser("serve", help="collector + dashboard on the embedded store")
@@ -333,28 +367,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="send realistic AI traffic to a running collector")
     p.add_argument("--endpoint", default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT",
                                                          "http://localhost:4317"))
-    p.add_argument("--duration", type=float, default=180.0, help="seconds (default 180)")
-    p.add_argument("--rate", type=float, default=10.0, help="calls per second (default 10)")
+    p.add_argument("--duration", type=_number(0, float, above=True), default=180.0,
+                   help="seconds (default 180)")
+    p.add_argument("--rate", type=_number(0, float, above=True), default=10.0,
+                   help="calls per second (default 10)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("loadgen", help="load-test a collector, or fill a store with synthetic "
                                        "spans (--generate N)")
     store_flags(p)
-    p.add_argument("--generate", type=int, default=0, metavar="N",
+    p.add_argument("--generate", type=_number(0), default=0, metavar="N",
                    help="insert N synthetic spans into the store (--data-dir or "
                         "--clickhouse-url) instead of sending load")
-    p.add_argument("--days", type=float, default=7.0, help="--generate: spread over this many "
-                                                           "days up to now (default 7)")
+    p.add_argument("--days", type=_number(0, float, above=True), default=7.0,
+                   help="--generate: spread over this many days up to now (default 7)")
     p.add_argument("--endpoint", default="", help="collector to load (default localhost:4317, "
                                                   "or http://localhost:4318/v1/traces for http)")
     p.add_argument("--protocol", choices=("grpc", "http", "otel"), default="grpc",
                    help="raw gRPC, OTLP/HTTP, or the OTel SDK's gRPC exporter (default grpc)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    p.add_argument("--processes", type=int, default=2, help="sending processes (default 2)")
-    p.add_argument("--rate", type=float, default=0.0,
+    p.add_argument("--duration", type=_number(0, float, above=True), default=60.0,
+                   help="seconds (default 60)")
+    p.add_argument("--processes", type=_COUNT, default=2, help="sending processes (default 2)")
+    p.add_argument("--rate", type=_number(0, float), default=0.0,
                    help="total spans per second (default 0: as fast as acknowledged)")
-    p.add_argument("--max-spans", type=int, default=0, help="stop after this many spans")
-    p.add_argument("--spans-per-request", type=int, default=500)
+    p.add_argument("--max-spans", type=_number(0), default=0, help="stop after this many spans")
+    p.add_argument("--spans-per-request", type=_COUNT, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_loadgen)
 
@@ -364,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("test", help="send a sample ALERT for RULE to its webhooks")
     a.add_argument("rule", metavar="RULE")
     alert_flags(a, schedule=False)
-    a.add_argument("--attempts", type=int, default=3, help="tries per webhook (default 3)")
+    a.add_argument("--attempts", type=_COUNT, default=3, help="tries per webhook (default 3)")
     a.set_defaults(func=cmd_alerts_test)
     a = actions.add_parser("check", help="validate the rule file and report every problem")
     alert_flags(a, schedule=False)

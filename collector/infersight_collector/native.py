@@ -363,7 +363,9 @@ class Native:
             self.lanes.append(_Lane(each, [os.path.join(directory, f"lane-{n}",
                                                         f"requests-{i}.bin")
                                            for i in range(cores)]))
-        self._pool = ThreadPoolExecutor(len(self.lanes), thread_name_prefix="native")
+        # Lanes but the first run on the pool; the caller's thread runs the first.
+        self._pool = ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="native") \
+            if len(self.lanes) > 1 else None
         self.fallbacks = 0  # chunks decoded in Python because their statement failed
         self.settings = (f"format_schema = {_literal(schema + ':ExportTraceServiceRequest')}, "
                          "input_format_protobuf_oneof_presence = 1")
@@ -406,7 +408,7 @@ class Native:
                 except Exception as exc:
                     outcomes[c] = exc
 
-        futures = [self._pool.submit(run, n) for n in range(1, len(lanes))]
+        futures = [self._pool.submit(run, n) for n in range(1, len(lanes))]  # none: 1 lane
         run(0)
         for future in futures:
             future.result()
