@@ -92,11 +92,12 @@ def _insert_rate(payloads: list[bytes], batch_requests: int) -> float:
     return sum(b.num_rows for b in batches) / elapsed
 
 
-def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> float:
+def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> tuple[float, float]:
     """Spans/s of the collector's inserter on requests kept as received: chDB parses them and
     builds the rows in SQL, then inserts them with the views (`native.Native.insert`), in
     statements of `native.CHUNK_SPANS` spans as it inserts a spool segment, `lanes` of them
-    at once (`--insert-lanes`)."""
+    at once (`--insert-lanes`); and the CPU-us a span this process spent meanwhile, every
+    thread (the merges that ran in the background meanwhile included)."""
     from infersight_collector.native import CHUNK_SPANS, Native, RawRequest
     from infersight_collector.store import open_store
 
@@ -109,12 +110,13 @@ def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> float:
         store = open_store(data_dir=os.path.join(tmp, "store"))
         native = Native(store, DEFAULT_LIMITS, os.path.join(tmp, "native"), lanes=lanes)
         native.insert(segments[0], "warm-up")  # the first insert creates the parts directory
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for i, segment in enumerate(segments):
             native.insert(segment, f"segment-{i}")
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         store.close()
-    return sum(r.spans for segment in segments for r in segment) / elapsed
+    spans = sum(r.spans for segment in segments for r in segment)
+    return spans / elapsed, 1e6 * cpu / spans
 
 
 def _end_to_end(result: report.Result, protocol: str, seconds: float, processes: int,
@@ -186,10 +188,18 @@ def run(quick: bool) -> report.Result:
                baseline="parse only", ratio=decode / parse)
     result.add("chDB insert alone (10k-span batches)", insert, "spans/s",
                baseline="decode, 1 core", ratio=insert / decode)
-    native = _native_insert_rate(payloads * (1 if quick else 4))
+    native, native_cpu = _native_insert_rate(payloads * (1 if quick else 4))
     result.add("chDB parsing the requests itself + insert (the collector's inserter)", native,
                "spans/s", baseline="decode, 1 core", ratio=native / decode)
-    two_lanes = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    ceiling = cores * 1e6 / native_cpu
+    result.add("the inserter's CPU a span (parse, rows, write, views, merges meanwhile)",
+               native_cpu, "CPU-us", baseline=f"{cores} cores / that = {ceiling:,.0f} spans/s "
+               "at most, receiving aside", ratio=ceiling / TARGET_SPANS_PER_S,
+               target=f"<= {cores * 1e6 / TARGET_SPANS_PER_S:.0f} CPU-us for "
+               f"{TARGET_SPANS_PER_S:,} spans/s", ok=ceiling >= TARGET_SPANS_PER_S)
+    two_lanes, _ = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
     result.add("the same, two statements at once (--insert-lanes 2)", two_lanes, "spans/s",
                baseline="one statement at a time", ratio=two_lanes / native)
     result.notes.append(

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from benchmarks import ingest as ingest_bench
 from benchmarks import queries as query_bench
 from benchmarks import report
 from infersight_collector.decode import ARROW_SCHEMA, decode_request
@@ -52,6 +53,16 @@ class _FakeStore:
 
     def query(self, sql, parameters=None):
         return pd.DataFrame({"TraceId": ["0af7651916cd43dd8448eb211c80319c"]})
+
+
+def test_the_inserter_row_counts_every_span_and_its_cpu():
+    """Through the real inserter into a fresh chDB store: a rate and a CPU cost per span in
+    microseconds (not seconds, not per request)."""
+    now = datetime.now(timezone.utc)  # recent: rows past the store's retention are dropped
+    payloads = export_requests(generate_spans(2000, now - timedelta(hours=1), now, seed=5), 500)
+    rate, cpu_us = ingest_bench._native_insert_rate(payloads)
+    assert rate > 0
+    assert 1 < cpu_us < 10_000  # about 25 here; a unit slip is off by 500 or a million
 
 
 def test_every_dashboard_query_is_benchmarked():
