@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         if dashboard:
             p.add_argument("--dashboard-port", type=_PORT,
                            default=_env("INFERSIGHT_DASHBOARD_PORT", 8050),
-                           help="(default 8050; INFERSIGHT_DASHBOARD_PORT)")
+                           help="dashboard port (default 8050; INFERSIGHT_DASHBOARD_PORT)")
 
     def alert_flags(p: argparse.ArgumentParser, schedule: bool = True) -> None:
         p.add_argument("--alert-rules", default=os.environ.get("INFERSIGHT_ALERT_RULES", ""),
