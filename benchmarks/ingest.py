@@ -194,11 +194,12 @@ def run(quick: bool) -> report.Result:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count() or 1
     ceiling = cores * 1e6 / native_cpu
-    result.add("the inserter's CPU a span (parse, rows, write, views, merges meanwhile)",
+    # No verdict: a few seconds of inserts leave most merges for later (in a 60 s run they
+    # add about 4 CPU-us a span), so this is a floor on the sustained cost, for reading
+    # the end-to-end rows against.
+    result.add("the inserter's CPU a span (parse, rows, write, views; merges that ran)",
                native_cpu, "CPU-us", baseline=f"{cores} cores / that = {ceiling:,.0f} spans/s "
-               "at most, receiving aside", ratio=ceiling / TARGET_SPANS_PER_S,
-               target=f"<= {cores * 1e6 / TARGET_SPANS_PER_S:.0f} CPU-us for "
-               f"{TARGET_SPANS_PER_S:,} spans/s", ok=ceiling >= TARGET_SPANS_PER_S)
+               "at most, receiving aside", ratio=ceiling / TARGET_SPANS_PER_S)
     two_lanes, _ = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
     result.add("the same, two statements at once (--insert-lanes 2)", two_lanes, "spans/s",
                baseline="one statement at a time", ratio=two_lanes / native)
