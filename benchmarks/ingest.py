@@ -194,7 +194,7 @@ def run(quick: bool) -> report.Result:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else os.cpu_count() or 1
     ceiling = cores * 1e6 / native_cpu
-    # No verdict: a few seconds of inserts leave most merges for later (in a 60 s run they
+    # No verdict: a few seconds of inserts leave most merges for later (over 60 statements they
     # add about 4 CPU-us a span), so this is a floor on the sustained cost, for reading
     # the end-to-end rows against.
     result.add("the inserter's CPU a span (parse, rows, write, views; merges that ran)",
