@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 import pyarrow as pa
 
 from infersight_collector import native as native_module
+from infersight_collector import usable_cores
 from infersight_collector.decode import DEFAULT_LIMITS, decode_request
 from infersight_collector.loadgen import export_requests, generate_spans, send_load
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -191,8 +192,7 @@ def run(quick: bool) -> report.Result:
     native, native_cpu = _native_insert_rate(payloads * (1 if quick else 4))
     result.add("chDB parsing the requests itself + insert (the collector's inserter)", native,
                "spans/s", baseline="decode, 1 core", ratio=native / decode)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
+    cores = usable_cores()
     ceiling = cores * 1e6 / native_cpu
     # No verdict: a few seconds of inserts leave most merges for later (over 60 statements they
     # add about 4 CPU-us a span), so this is a floor on the sustained cost, for reading

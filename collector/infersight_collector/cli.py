@@ -15,6 +15,8 @@ import signal
 import sys
 import threading
 
+from . import usable_cores
+
 log = logging.getLogger("infersight")
 
 
@@ -56,8 +58,7 @@ def _decode_workers(args: argparse.Namespace, native: bool) -> int:
     native decode the receivers decode only requests with invalid ids: none."""
     if args.decode_workers is not None:
         return args.decode_workers
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
+    cores = usable_cores()
     return cores if cores > 1 and not native else 0
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from infersight import attributes as A
 from infersight._otlp import _varint
 
+from . import usable_cores
 from .auth import PROJECT_ATTRIBUTE
 from .decode import Limits, storable
 from .normalize import RENAMES
@@ -353,8 +354,7 @@ class Native:
             f.write(SCHEMA)
         # Requests are written round robin into one file per core, which ClickHouse parses
         # in parallel (one file is one thread's work).
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count() or 1
+        cores = usable_cores()
         stores = [store] + ([store.connection() for _ in range(lanes - 1)]
                             if hasattr(store, "connection") else [])
         self.lanes = []
