@@ -12,12 +12,16 @@ from collections import Counter
 
 from opentelemetry import trace
 
+from ._span_start import Start, starter
+
 log = logging.getLogger("infersight")
 
 tracer: trace.Tracer = trace.NoOpTracer()
 # Whether `tracer`'s sampler decides without reading a span's attributes (the SDK's built-in
 # samplers): then a span's starting attributes can skip the SDK's per-value checks.
 attribute_blind = False
+# Starts `tracer`'s bare spans (`_span_start`): the SDK's own span, made for less by default.
+start_bare: Start = starter(tracer)
 capture_content = False
 
 _failures: Counter[str] = Counter()
@@ -25,9 +29,10 @@ _failures_lock = threading.Lock()
 
 
 def use_tracer(new: trace.Tracer) -> None:
-    global tracer, attribute_blind
+    global tracer, attribute_blind, start_bare
     tracer = new
     attribute_blind = _attribute_blind(getattr(new, "sampler", None))
+    start_bare = starter(new)
 
 
 def _attribute_blind(sampler: object) -> bool:

@@ -92,7 +92,7 @@ def start_span(name: str, attributes: dict[str, Any]) -> Span:
     if tags:
         attributes.update(tags)
     if _state.attribute_blind:  # the sampler ignores them: written as `set_attributes` does
-        span = _state.tracer.start_span(name, kind=SpanKind.CLIENT)
+        span = _state.start_bare(name, SpanKind.CLIENT)
         set_attributes(span, attributes)
         return span
     return _state.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
