@@ -4,8 +4,8 @@ The OTel exporter builds one protobuf object per span, attribute and value in Py
 serialising: about 3 us per attribute, most of what a traced model call costs the host app
 (its spans carry a dozen attributes). This writes the same ExportTraceServiceRequest as
 `opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans` directly as bytes, with
-attribute keys and repeated string values cached. The tests parse its output and compare it with the OTel
-encoder's message for spans of every shape.
+attribute keys cached, and each key's last string value whole. The tests parse its output and
+compare it with the OTel encoder's message for spans of every shape.
 
 Field numbers are those of opentelemetry-proto's trace.proto and common.proto.
 """
@@ -35,9 +35,9 @@ _FIXED32 = struct.Struct("<I").pack
 _SMALL = [bytes((i,)) for i in range(128)]
 _MAX_CACHED = 4096
 _key_prefixes: dict[str, bytes] = {}
-# Whole encoded attributes of bool and string-tuple values by (field tag, key, type, value).
-# Cleared when full, as `_heads` is.
-_fields: dict[tuple[int, str, type, Any], bytes] = {}
+# By field tag, then key: the (type, value, whole encoded KeyValue) of the key's last string,
+# bool or string-tuple value. A tag's keys are forgotten when they are too many.
+_last: dict[int, dict[str, tuple[type, Any, bytes]]] = {}
 # KeyValue heads (`_head`) by (field tag, key, value type, value size).
 _heads: dict[tuple[int, str, type, int], bytes] = {}
 
@@ -127,44 +127,55 @@ def _attributes(attributes: Mapping[str, Any] | None, tag: int) -> bytes:
         return b""
     # The SDK's BoundedAttributes reads through Python-level Mapping methods; its dict does not.
     items = getattr(attributes, "_dict", attributes).items()
+    last = _last.get(tag)
+    if last is None or len(last) >= _MAX_CACHED:
+        last = _last[tag] = {}
     parts = []
     append = parts.append
     for key, value in items:
-        # Strings, counts and costs: a cached head and the value's own bytes.
         kind = type(value)
-        if kind is str:
-            payload = value.encode()
-        elif kind is int and 0 <= value < 1 << 63:
+        # Counts and costs: a cached head and the value's own bytes.
+        if kind is int and 0 <= value < 1 << 63:
             payload = _SMALL[value] if value < 0x80 else _varint(value)
         elif kind is float:
             payload = _DOUBLE(value)
         else:
-            # Bools and tuples of strings (finish reasons) repeat across calls: the whole
-            # KeyValue is cached, by type too, since equal values of two types collide
-            # (True == 1, (True,) == (1,)).
-            cacheable = kind is bool or (kind is tuple and all(type(v) is str for v in value))
-            if cacheable:
-                cached = _fields.get((tag, key, kind, value))
-                if cached is not None:
-                    append(cached)
-                    continue
-            try:
-                encoded = _field(tag, key, value)
-            except TypeError:
+            # Strings, bools and tuples of strings (finish reasons) mostly repeat the key's
+            # value in the span before (operation, provider, models, cost source): then its
+            # whole KeyValue is that one's. By type too, since equal values of two types
+            # collide (True == 1, (True,) == (1,)).
+            seen = last.get(key)
+            if seen is not None and seen[0] is kind and seen[1] == value:
+                append(seen[2])
                 continue
-            if cacheable:
-                if len(_fields) >= _MAX_CACHED:
-                    _fields.clear()
-                _fields[(tag, key, kind, value)] = encoded
+            if kind is str:
+                payload = value.encode()
+                encoded = _cached_head(tag, key, kind, len(payload)) + payload
+            elif kind is bool or (kind is tuple and all(type(v) is str for v in value)):
+                encoded = _field(tag, key, value)
+            else:
+                try:
+                    append(_field(tag, key, value))
+                except TypeError:
+                    pass
+                continue
+            last[key] = (kind, value, encoded)
             append(encoded)
             continue
-        head = _heads.get((tag, key, kind, len(payload)))
+        head = _heads.get((tag, key, kind, len(payload)))  # as `_cached_head`, inline
         if head is None:
-            if len(_heads) >= _MAX_CACHED:
-                _heads.clear()
-            head = _heads[(tag, key, kind, len(payload))] = _head(tag, key, kind, len(payload))
+            head = _cached_head(tag, key, kind, len(payload))
         append(head + payload)
     return b"".join(parts)
+
+
+def _cached_head(tag: int, key: str, kind: type, size: int) -> bytes:
+    head = _heads.get((tag, key, kind, size))
+    if head is None:
+        if len(_heads) >= _MAX_CACHED:
+            _heads.clear()
+        head = _heads[(tag, key, kind, size)] = _head(tag, key, kind, size)
+    return head
 
 
 def _flags(parent: Any) -> int:

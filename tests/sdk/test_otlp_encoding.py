@@ -110,16 +110,23 @@ def test_encoding_equals_otel_for_instrumented_model_calls(fake_openai):
 
 
 def test_the_cache_of_encoded_values_stays_bounded():
+    """Unique values (response ids) and a growing set of keys: each encoded as itself, while
+    the caches keep at most `_MAX_CACHED` entries."""
     memory = InMemorySpanExporter()
     tracer = _provider(memory, {"service.name": "ids"}).get_tracer("t")
-    for i in range(_otlp._MAX_CACHED + 500):
-        tracer.start_span("call", attributes={"gen_ai.response.id": f"resp-{i}"}).end()
+    n = _otlp._MAX_CACHED + 500
+    for i in range(n):
+        tracer.start_span("call", attributes={"gen_ai.response.id": f"resp-{i}",
+                                              f"key-{i}": "same", "reasons": (f"r{i}",)}).end()
     spans = memory.get_finished_spans()
     request = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
-    assert len(_otlp._fields) <= _otlp._MAX_CACHED
-    ids = [s.attributes[0].value.string_value
-           for s in request.resource_spans[0].scope_spans[0].spans]
-    assert ids == [f"resp-{i}" for i in range(len(spans))]
+    assert all(len(cache) <= _otlp._MAX_CACHED for cache in _otlp._last.values())
+    assert len(_otlp._heads) <= _otlp._MAX_CACHED
+    encoded = request.resource_spans[0].scope_spans[0].spans
+    assert [[(a.key, a.value.string_value or a.value.array_value.values[0].string_value)
+             for a in s.attributes] for s in encoded] == \
+        [[("gen_ai.response.id", f"resp-{i}"), (f"key-{i}", "same"), ("reasons", f"r{i}")]
+         for i in range(n)]
 
 
 def test_an_encoding_failure_falls_back_to_the_otel_encoder_and_is_counted(monkeypatch):
