@@ -199,9 +199,12 @@ def test_prices_file_from_the_environment(tmp_path):
     assert float(result.stdout) == pytest.approx(2.0)
 
 
-def test_resolutions_are_cached():
-    resolve_model.cache_clear()
-    cost_usd("us.anthropic.claude-sonnet-4-20250514-v1:0", Usage(input=1))
-    cost_usd("us.anthropic.claude-sonnet-4-20250514-v1:0", Usage(input=2))
-    info = resolve_model.cache_info()
-    assert (info.misses, info.hits) == (1, 1)
+def test_resolutions_and_day_prices_are_cached():
+    """A name is resolved once; a (model, provider, day) price is found once."""
+    pricing._clear_caches()
+    name = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+    first = cost_usd(name, Usage(input=1))
+    assert cost_usd(name, Usage(input=2)) == pytest.approx(2 * first)
+    assert (resolve_model.cache_info().misses, resolve_model.cache_info().hits) == (1, 0)
+    cost_usd(name, Usage(input=1), at=dt.date(2025, 6, 1))  # another day: the name is known
+    assert (resolve_model.cache_info().misses, resolve_model.cache_info().hits) == (1, 1)

@@ -124,6 +124,7 @@ def clear_overrides() -> None:
 
 
 def _clear_caches() -> None:
+    _day_prices.clear()
     _models.cache_clear()
     _index.cache_clear()
     resolve_model.cache_clear()
@@ -214,6 +215,19 @@ def _utc_today() -> str:
     return _today[1]
 
 
+# (model, provider, ISO day) -> that day's price, or None: one dict lookup a priced call
+# instead of resolving the name and finding the day's price again each time.
+_day_prices: dict[tuple[str, str | None, str], _Price | None] = {}
+
+
+def _price(model: str, provider: str | None, day: str) -> _Price | None:
+    key = resolve_model(model, provider)
+    if key is None:
+        return None
+    starts, prices = _models()[key]
+    return prices[max(bisect.bisect_right(starts, day) - 1, 0)]
+
+
 def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
              provider: str | None = None) -> float | None:
     """USD cost of `usage` on `model` at date `at` (today in UTC, as the collector
@@ -221,12 +235,16 @@ def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
     `provider` (a gen_ai.provider.name) prefers that host's own price for the model."""
     if not model:
         return None
-    key = resolve_model(model, provider)
-    if key is None:
-        return None
-    starts, prices = _models()[key]
     day = at.isoformat() if at else _utc_today()
-    price = prices[max(bisect.bisect_right(starts, day) - 1, 0)]
+    try:
+        price = _day_prices[(model, provider, day)]
+    except KeyError:
+        price = _price(model, provider, day)
+        if len(_day_prices) >= 8192:
+            _day_prices.clear()
+        _day_prices[(model, provider, day)] = price
+    if price is None:
+        return None
     tokens_in, tokens_out, cache_read, cache_write = usage  # once per priced call: unpacked
     uncached = tokens_in - cache_read - cache_write
     total = ((uncached if uncached > 0 else 0) * price.input + cache_read * price.cache_read
