@@ -48,8 +48,8 @@ _PORT = _number(0, high=65535)  # 0: any free port
 
 
 def _env(name: str, default) -> str:
-    """An INFERSIGHT_* variable as a flag's default: argparse checks it with the flag's type,
-    naming the flag; the help names the variable."""
+    """An environment variable as a flag's default, as a string: argparse checks it with the
+    flag's type, naming the flag; the help names the variable."""
     return os.environ.get(name, str(default))
 
 
@@ -268,31 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def store_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default=os.environ.get("INFERSIGHT_DATA_DIR", ".infersight"),
+        p.add_argument("--data-dir", default=_env("INFERSIGHT_DATA_DIR", ".infersight"),
                        help="embedded store directory (default ./.infersight)")
-        p.add_argument("--clickhouse-url", default=os.environ.get("CLICKHOUSE_URL", ""),
+        p.add_argument("--clickhouse-url", default=_env("CLICKHOUSE_URL", ""),
                        help="use a ClickHouse server instead of the embedded store")
         p.add_argument("--ttl-days", type=_COUNT, default=_env("INFERSIGHT_TTL_DAYS", 30),
                        help="days spans, rollups and feedback are kept (applied on start; "
                             "INFERSIGHT_TTL_DAYS)")
-        p.add_argument("--cluster", default=os.environ.get("INFERSIGHT_CLUSTER", ""),
+        p.add_argument("--cluster", default=_env("INFERSIGHT_CLUSTER", ""),
                        help="ClickHouse cluster name: ON CLUSTER, Replicated and Distributed "
                             "tables (server only)")
 
     def receiver_flags(p: argparse.ArgumentParser) -> None:
-        env = os.environ.get
         p.add_argument("--http-port", type=_PORT, default=_env("INFERSIGHT_HTTP_PORT", 4318),
                        help="OTLP/HTTP port (default 4318; INFERSIGHT_HTTP_PORT)")
         p.add_argument("--metrics-port", type=_PORT,
                        default=_env("INFERSIGHT_METRICS_PORT", 8888),
                        help="/healthz, /readyz and Prometheus /metrics (default 8888; "
                             "INFERSIGHT_METRICS_PORT)")
-        p.add_argument("--api-keys-file", default=env("INFERSIGHT_API_KEYS_FILE", ""),
+        p.add_argument("--api-keys-file", default=_env("INFERSIGHT_API_KEYS_FILE", ""),
                        help="`key = project` lines; clients must send `Authorization: Bearer "
                             "<key>` and spans are stamped with its project (default: no keys)")
-        p.add_argument("--tls-cert", default=env("INFERSIGHT_TLS_CERT", ""),
+        p.add_argument("--tls-cert", default=_env("INFERSIGHT_TLS_CERT", ""),
                        help="PEM certificate: both OTLP listeners speak TLS only")
-        p.add_argument("--tls-key", default=env("INFERSIGHT_TLS_KEY", ""),
+        p.add_argument("--tls-key", default=_env("INFERSIGHT_TLS_KEY", ""),
                        help="PEM private key for --tls-cert")
         p.add_argument("--max-message-bytes", type=_COUNT,
                        default=_env("INFERSIGHT_MAX_MESSAGE_BYTES", 16 << 20),
@@ -302,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                        default=_env("INFERSIGHT_MAX_ATTRIBUTE_CHARS", 65536),
                        help="longer attribute values are cut and marked (default 65536)")
         p.add_argument("--decode", choices=("native", "python"),
-                       default=os.environ.get("INFERSIGHT_DECODE", "native"),
+                       default=_env("INFERSIGHT_DECODE", "native"),
                        help="native: the embedded store decodes requests in SQL, a spool "
                             "segment at a time (what it cannot, Python does); python: each "
                             "request is decoded in Python (always with --clickhouse-url) "
@@ -320,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "core, else 0)")
 
     def listen_flags(p: argparse.ArgumentParser, grpc: bool, dashboard: bool) -> None:
-        p.add_argument("--host", default=os.environ.get("INFERSIGHT_HOST", "0.0.0.0"))
+        p.add_argument("--host", default=_env("INFERSIGHT_HOST", "0.0.0.0"))
         if grpc:
             p.add_argument("--grpc-port", type=_PORT, default=_env("INFERSIGHT_GRPC_PORT", 4317),
                            help="OTLP/gRPC port (default 4317; INFERSIGHT_GRPC_PORT)")
@@ -331,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="dashboard port (default 8050; INFERSIGHT_DASHBOARD_PORT)")
 
     def alert_flags(p: argparse.ArgumentParser, schedule: bool = True) -> None:
-        p.add_argument("--alert-rules", default=os.environ.get("INFERSIGHT_ALERT_RULES", ""),
+        p.add_argument("--alert-rules", default=_env("INFERSIGHT_ALERT_RULES", ""),
                        help="YAML alert rule file (docs/alerts.md); alerts are off without one")
         if schedule:
             p.add_argument("--alert-interval", type=_number(0, float, above=True),
@@ -340,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "INFERSIGHT_ALERT_INTERVAL)")
 
     def spool_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--spool-dir", default=os.environ.get("INFERSIGHT_SPOOL_DIR", ""),
+        p.add_argument("--spool-dir", default=_env("INFERSIGHT_SPOOL_DIR", ""),
                        help="where batches wait while the store is down (default DATA_DIR/spool)")
         p.add_argument("--spool-max-bytes", type=_COUNT,
                        default=_env("INFERSIGHT_SPOOL_MAX_BYTES", 1 << 30),

@@ -24,6 +24,22 @@ def test_defaults_and_variables_are_typed(monkeypatch):
     assert parse(["collector", "--grpc-port", "0"]).grpc_port == 0  # any free port
 
 
+def test_string_flags_default_to_their_variables(monkeypatch):
+    variables = {"INFERSIGHT_DATA_DIR": "/srv/spans", "CLICKHOUSE_URL": "http://ch:8123",
+                 "INFERSIGHT_API_KEYS_FILE": "/etc/keys", "INFERSIGHT_TLS_CERT": "c.pem",
+                 "INFERSIGHT_TLS_KEY": "k.pem", "INFERSIGHT_HOST": "127.0.0.1",
+                 "INFERSIGHT_SPOOL_DIR": "/var/spool/infersight"}
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    args = parse(["collector"])
+    assert (args.data_dir, args.clickhouse_url, args.api_keys_file, args.tls_cert,
+            args.tls_key, args.host, args.spool_dir) == tuple(variables.values())
+    for name in variables:
+        monkeypatch.delenv(name)
+    args = parse(["collector"])
+    assert (args.data_dir, args.api_keys_file, args.host) == (".infersight", "", "0.0.0.0")
+
+
 @pytest.mark.parametrize("argv, env, message", [
     (["collector", "--insert-lanes", "0"], {}, "argument --insert-lanes: '0': must be at least 1"),
     (["collector", "--grpc-port", "70000"], {},
