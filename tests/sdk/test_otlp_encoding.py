@@ -109,6 +109,19 @@ def test_encoding_equals_otel_for_instrumented_model_calls(fake_openai):
     assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
 
 
+def test_a_key_whose_value_changes_type_or_value_is_encoded_anew():
+    """A key's last encoding is reused only for an equal value of the same type, whatever
+    the key held before: each span is encoded as the OTel encoder encodes it."""
+    memory = InMemorySpanExporter()
+    tracer = _provider(memory, {"service.name": "types"}).get_tracer("t")
+    for value in (True, 1, "1", 1, True, ("1",), (1,), (True,), ("1",), ("1", "2"), 1.0, 1,
+                  "1", "one", "one", False, 0, 0.0, "", ("",)):
+        tracer.start_span("call", attributes={"flag": value}).end()
+        tracer.start_span("call", attributes={"flag": value}).end()  # the repeat reuses it
+    spans = memory.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
+
+
 def test_the_cache_of_encoded_values_stays_bounded():
     """Unique values (response ids) and a growing set of keys: each encoded as itself, while
     the caches keep at most `_MAX_CACHED` entries."""
