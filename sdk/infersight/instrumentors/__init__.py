@@ -253,10 +253,11 @@ class Stream(wrapt.ObjectProxy):
     """The caller's stream, unchanged in behaviour; ends the span when exhausted, closed, left
     by its context manager, or garbage-collected half-read. Takes iterators and iterables."""
 
+    _self_chunks = None  # the iterator `next` reads, once made: a class default costs no set
+
     def __init__(self, stream: Any, state: StreamState):
         super().__init__(stream)
         self._self_state = state
-        self._self_chunks = None
 
     def __del__(self):  # a stream dropped half-read (cheaper per stream than weakref.finalize)
         state = getattr(self, "_self_state", None)
@@ -399,10 +400,11 @@ class Window:
 class AsyncStream(wrapt.ObjectProxy):
     """The async twin of `Stream`: async iterators, async generators and async iterables."""
 
+    _self_chunks = None  # the iterator `next` reads, once made: a class default costs no set
+
     def __init__(self, stream: Any, state: StreamState):
         super().__init__(stream)
         self._self_state = state
-        self._self_chunks = None
 
     def __del__(self):  # a stream dropped half-read (cheaper per stream than weakref.finalize)
         state = getattr(self, "_self_state", None)

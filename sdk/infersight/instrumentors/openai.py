@@ -361,7 +361,8 @@ class ChoicesAccumulator:
         if self.response_id:
             attrs[A.RESPONSE_ID] = self.response_id
         choice_attributes(attrs, self.reasons, self.text, "assistant")
-        tool_call_attributes(attrs, [self.tools[k] for k in sorted(self.tools)])
+        if self.tools:
+            tool_call_attributes(attrs, [self.tools[k] for k in sorted(self.tools)])
         self.confidence.into(attrs)
         if self.usage is not None:
             attrs.update(usage_attributes(self.usage))
