@@ -20,6 +20,10 @@ from typing import Any, Callable
 from opentelemetry.trace import Span, SpanContext, SpanKind, TraceFlags, get_current_span
 
 Start = Callable[[str, SpanKind], Span]
+# A ParentBased sampler's delegates, in its constructor's order: for a root span, then for a
+# remote parent sampled / not sampled, then a local parent sampled / not sampled.
+PARENT_BASED_DELEGATES = ("_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
+                          "_local_parent_sampled", "_local_parent_not_sampled")
 
 
 def starter(tracer: Any) -> Start:
@@ -98,9 +102,7 @@ def _default_sampling(sampler: Any) -> bool | None:
     if static(sampler, on):
         return False
     if type(sampler) in (s.ParentBased, getattr(s, "_ParentBasedAlwaysOn", None)):
-        delegates = (sampler._root, sampler._remote_parent_sampled,
-                     sampler._remote_parent_not_sampled, sampler._local_parent_sampled,
-                     sampler._local_parent_not_sampled)
+        delegates = [getattr(sampler, name, None) for name in PARENT_BASED_DELEGATES]
         if all(static(d, want) for d, want in zip(delegates, (on, on, off, on, off))):
             return True
     return None

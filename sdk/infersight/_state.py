@@ -12,7 +12,7 @@ from collections import Counter
 
 from opentelemetry import trace
 
-from ._span_start import Start, starter
+from ._span_start import PARENT_BASED_DELEGATES, Start, starter
 
 log = logging.getLogger("infersight")
 
@@ -49,9 +49,8 @@ def _attribute_blind(sampler: object) -> bool:
         return True
     if type(sampler) in classes("ParentBased", "ParentBasedTraceIdRatio", "_ParentBasedAlwaysOn",
                                 "_ParentBasedAlwaysOff"):
-        return all(_attribute_blind(getattr(sampler, name, None)) for name in (
-            "_root", "_remote_parent_sampled", "_remote_parent_not_sampled",
-            "_local_parent_sampled", "_local_parent_not_sampled"))
+        return all(_attribute_blind(getattr(sampler, name, None))
+                   for name in PARENT_BASED_DELEGATES)
     return False
 
 
