@@ -159,8 +159,39 @@ def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch)
     insert_spans(store, other, "request-b")
     insert_spans(store, other)  # no token: no deduplication
     assert store.query(f"SELECT count() AS n FROM {store.database}.otel_traces").n[0] == 5 + 2 + 2
-    # the rollup is fed once per stored insert, not per attempt
+    # the rollups are fed once per stored insert, not per attempt: those fed by another
+    # rollup's view (migration 12) too
     assert store.query(f"SELECT sum(Spans) AS n FROM {store.database}.otel_traces_1m").n[0] == 9
+
+
+def test_spans_feed_three_views_and_each_coarser_rollup_reads_the_finer_one(store):
+    """Migration 12: a span insert runs the per-minute calls, hourly users and alerts'
+    per-minute views; the hourly and daily tiers are fed from the tier below them."""
+    rows = store.query("SELECT name, dependencies_table AS views FROM system.tables "
+                       "WHERE database = {db:String}", {"db": store.database})
+    views = {r.name: sorted(r.views) for r in rows.itertuples() if len(r.views)}
+    assert views == {
+        schema.SPANS_TABLE: sorted([f"{schema.CALLS_1M_TABLE}_mv", f"{schema.USERS_1H_TABLE}_mv",
+                                    schema.ROLLUP_VIEW]),
+        schema.CALLS_1M_TABLE: [f"{schema.CALLS_1H_TABLE}_mv"],
+        schema.CALLS_1H_TABLE: [f"{schema.CALLS_1D_TABLE}_mv"],
+        schema.USERS_1H_TABLE: [f"{schema.USERS_1D_TABLE}_mv"]}
+
+
+def test_every_call_and_user_rollup_tier_counts_a_retried_insert_once(store, span_batch):
+    call = {A.OPERATION: "chat", A.USER: "u1", A.COST: "0.25", A.CONFIDENCE: "0.5"}
+    batch = span_batch(5, attributes=call)
+    for _ in range(3):
+        insert_spans(store, batch, "request-a")
+    insert_spans(store, span_batch(2, attributes=call), "request-b")
+    db = store.database
+    for table in (schema.CALLS_1M_TABLE, schema.CALLS_1H_TABLE, schema.CALLS_1D_TABLE,
+                  schema.USERS_1H_TABLE, schema.USERS_1D_TABLE):
+        row = store.query(f"SELECT sum(Calls) AS n, sum(CostUsd) AS cost FROM {db}.{table}")
+        assert row.iloc[0].tolist() == [7, 1.75], table
+    for table in (schema.CALLS_1M_TABLE, schema.CALLS_1H_TABLE, schema.CALLS_1D_TABLE):
+        hist = store.query(f"SELECT toString(sumMap(ConfidenceHist)) AS h FROM {db}.{table}")
+        assert hist.h[0] == "{500:7}", table
 
 
 @pytest.mark.parametrize("values", [
