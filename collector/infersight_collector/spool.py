@@ -81,7 +81,10 @@ class Record:
         return self.batch.nbytes + sum(len(r.payload) for r in self.raw)
 
 
-def encode(record: Record) -> bytes:
+def encode(record: Record) -> list[bytes]:
+    """The record as written: its header, then its payload in parts. The parts are not
+    joined: a request's bytes are copied once, into the file (joining a few requests cost
+    about 1 CPU-us a span, mostly the page faults of a new copy of each)."""
     batch = record.batch
     if record.requests:
         batch = batch.replace_schema_metadata({_REQUESTS_KEY: "\n".join(record.requests)})
@@ -97,9 +100,12 @@ def encode(record: Record) -> bytes:
     for r in record.raw:
         project = r.project.encode()
         parts += [_RAW_HEAD.pack(len(project), r.spans, len(r.payload)), project, r.payload]
-    payload = b"".join(parts)
+    crc = size = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+        size += len(part)
     magic = MAGIC_RAW if record.raw else MAGIC
-    return _HEADER.pack(magic, len(payload), zlib.crc32(payload)) + payload
+    return [_HEADER.pack(magic, size, crc), *parts]
 
 
 def _decode_payload(magic: bytes, payload: bytes, with_batch: bool = True) -> Record:
@@ -234,26 +240,28 @@ class Spool:
     def append(self, records: list[Record]) -> None:
         """Write `records` and fsync; raises SpoolFull (writing nothing) past `max_bytes`."""
         encoded = [encode(r) for r in records]
-        size = sum(map(len, encoded))
+        sizes = [sum(map(len, parts)) for parts in encoded]
+        size = sum(sizes)
         with self._lock:
             if not self.has_room(size):
                 raise SpoolFull(f"spool at {self._bytes} of {self.max_bytes} bytes; "
                                 f"{size} more do not fit")
             f, segment = self._writable()
             offset = segment.size
-            f.write(b"".join(encoded))
+            for parts in encoded:
+                f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())
             segment.size += size
             self._bytes += size
-            for record, data in zip(records, encoded):
+            for record, length in zip(records, sizes):
                 keep = self._cached + record.nbytes <= _CACHE_BYTES
                 self._cached += record.nbytes if keep else 0
                 self._pending.append(_Pending(segment, offset + _HEADER.size,
-                                              len(data) - _HEADER.size, record if keep else None))
+                                              length - _HEADER.size, record if keep else None))
                 segment.live += 1
                 segment.requests.extend(record.requests)
-                offset += len(data)
+                offset += length
 
     def _writable(self):
         if self._active is not None and self._active.size < self.segment_bytes:

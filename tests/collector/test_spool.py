@@ -30,7 +30,7 @@ def test_a_damaged_tail_is_truncated_with_a_warning(tmp_path, span_batch, caplog
     spool.close()
     (segment,) = [tmp_path / n for n in os.listdir(tmp_path)]
     good_size = segment.stat().st_size
-    last = encode(Record("last", span_batch(4)))
+    last = b"".join(encode(Record("last", span_batch(4))))
     with open(segment, "ab") as f:
         if damage == "torn":  # a write cut short by a crash
             f.write(last[: len(last) // 2])
@@ -45,7 +45,7 @@ def test_a_damaged_tail_is_truncated_with_a_warning(tmp_path, span_batch, caplog
 
 def test_append_past_the_cap_raises_and_writes_nothing(tmp_path, span_batch):
     one = Record("a", span_batch(10))
-    spool = Spool(str(tmp_path), max_bytes=int(len(encode(one)) * 1.5))
+    spool = Spool(str(tmp_path), max_bytes=int(len(b"".join(encode(one))) * 1.5))
     spool.append([one])
     with pytest.raises(SpoolFull):
         spool.append([Record("b", span_batch(10))])
@@ -111,7 +111,7 @@ def test_the_request_window_keeps_the_latest(tmp_path, span_batch):
 def test_a_spool_that_keeps_up_never_fills(tmp_path, span_batch):
     """A segment is deleted as soon as it is in the store, so its bytes count no more."""
     one = Record("a", span_batch(10))
-    spool = Spool(str(tmp_path), max_bytes=int(len(encode(one)) * 1.5))
+    spool = Spool(str(tmp_path), max_bytes=int(len(b"".join(encode(one))) * 1.5))
     for i in range(5):
         spool.append([Record(f"g{i}", span_batch(10))])
         spool.segment_done(spool.take_segment()[0])
