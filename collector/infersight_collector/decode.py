@@ -22,12 +22,12 @@ Checks run once per span on whole maps (`max(map(len, ...))` in C), not per attr
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import xxhash
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from .auth import PROJECT_ATTRIBUTE
@@ -306,8 +306,9 @@ def decode_request(request: ExportTraceServiceRequest, limits: Limits = DEFAULT_
 
 
 def content_token(batch: pa.Table) -> str:
-    """A deduplication token that is the same for the same spans decoded the same way."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A deduplication token that is the same for the same spans decoded the same way (XXH3,
+    as `native.RawRequest.token`)."""
+    digest = xxhash.xxh3_128()
     digest.update(f"{batch.num_rows}:{','.join(batch.column_names)}".encode())
     for column in batch.columns:
         for chunk in column.chunks:

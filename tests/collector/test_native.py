@@ -251,6 +251,17 @@ def test_every_span_native_cannot_store_goes_back_to_python(native_store, limits
     assert _differences(ours, theirs) == []
 
 
+def test_a_request_token_follows_its_bytes_and_project():
+    payload = _one().SerializeToString()
+    token = RawRequest(payload, "p1", 1).token()
+    assert token == RawRequest(bytes(payload), "p1", 1).token()
+    others = {RawRequest(payload, "p2", 1).token(), RawRequest(payload, "", 1).token(),
+              RawRequest(payload + b"\0", "p1", 1).token(),
+              RawRequest(payload[:-1], "p1", 1).token()}
+    assert token not in others and len(others) == 4
+    assert token.startswith("r") and len(token) == 33  # 128 bits in hex
+
+
 def test_the_same_token_inserts_once(native_store):
     native = Native(native_store, DEFAULT_LIMITS, str(native_store.native_dir))
     requests = [_raw(_one()), _raw(_one())]
