@@ -48,6 +48,16 @@ def test_the_rollup_view_reads_and_writes_local_tables_on_each_shard():
     assert "FROM infersight.otel_traces_local" in view
 
 
+def test_each_rollup_tier_is_fed_on_its_shard_from_the_local_tier_below_it():
+    views = creates(schema.all_statements(CLUSTER))  # the last definition of each
+    for table, source in (("ai_calls_1m", "otel_traces"), ("ai_users_1h", "otel_traces"),
+                          ("ai_calls_1h", "ai_calls_1m"), ("ai_calls_1d", "ai_calls_1h"),
+                          ("ai_users_1d", "ai_users_1h")):
+        view = views[f"infersight.{table}_mv_local"]
+        assert f"TO infersight.{table}_local AS" in view
+        assert f"FROM infersight.{source}_local\n" in view, view
+
+
 def test_single_node_ddl_has_no_cluster_parts():
     text = "\n".join(schema.all_statements(Target()))
     for word in ("ON CLUSTER", "Replicated", "Distributed", "_local"):

@@ -533,12 +533,13 @@ def _fewer_merges(t: Target) -> list[str]:
             f"merge_selector_base = {MERGE_SELECTOR_BASE}"]
 
 
-# Migration 12. Each span insert ran five call and user rollup views over the spans (the
-# per-minute, hourly and daily calls, the hourly and daily users), each reading and grouping
-# every span: about a third of the native inserter's CPU. The coarser tiers are now fed
-# from the finer one's rows as they are inserted (a view on a view): the hourly calls from
-# the per-minute rows, the daily calls and users from the hourly ones, which hold the same
-# sums over fewer rows.
+# Migration 12. Each span insert ran six views over the spans, five of them call and user
+# rollups (the per-minute, hourly and daily calls, the hourly and daily users), each reading
+# and grouping every span; the views were about a quarter of the native inserter's CPU (4.4
+# of 18 CPU-us a span, merges aside). The coarser tiers are now fed from the finer one's
+# rows as they are inserted (a view on a view): the hourly calls from the per-minute rows,
+# the daily calls and users from the hourly ones, which hold the same sums over fewer rows
+# (about 0.7 CPU-us a span less).
 _SIMPLE = re.compile(r"^SimpleAggregateFunction\((\w+), ")
 
 
@@ -553,7 +554,6 @@ def _coarser(t: Target, time_col: str, time_expr: str, source: str,
     order = ", ".join(name for name, _ in key)
     return (f"SELECT\n    {select}\nFROM {t.local(source)}\n"
             f"GROUP BY {time_col}, {order}")
-
 
 
 # (table, time column, its expression over the finer tier's time column, finer tier, key,
