@@ -344,10 +344,10 @@ class Native:
 
     A statement parses on every core but sorts and writes its part on one, so two lanes
     overlap: 60 statements of 30k spans inserted at 98-104k spans/s, against 66-72k one at
-    a time (2 cores); in the collector under full load, 47.6k queryable spans/s against
-    44.8k (migration 12 and a lighter receiving side had narrowed the gap from 45k against
-    34-39k), but a peak PSS of 1.19 GiB against 0.9, over the 1 GiB the benchmark holds it
-    to. So one lane is the default."""
+    a time (2 cores). In the collector under full load two lanes once gave 45k queryable
+    spans/s against 34-39k; since migration 12 and a lighter receiving side, 47.6k against
+    44.8-49.7k for one lane (runs of the same code), at a peak PSS of 1.19 GiB against 0.9,
+    over the 1 GiB the benchmark holds it to. So one lane is the default."""
 
     def __init__(self, store, limits: Limits, directory: str, lanes: int = 1):
         self.store = store
