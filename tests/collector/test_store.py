@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
 from infersight import attributes as A
@@ -159,8 +161,8 @@ def test_an_insert_retried_with_the_same_token_is_stored_once(store, span_batch)
     insert_spans(store, other, "request-b")
     insert_spans(store, other)  # no token: no deduplication
     assert store.query(f"SELECT count() AS n FROM {store.database}.otel_traces").n[0] == 5 + 2 + 2
-    # the rollups are fed once per stored insert, not per attempt: those fed by another
-    # rollup's view (migration 12) too
+    # the rollup is fed once per stored insert, not per attempt (every call and user tier:
+    # test_every_call_and_user_rollup_tier_counts_a_retried_insert_once)
     assert store.query(f"SELECT sum(Spans) AS n FROM {store.database}.otel_traces_1m").n[0] == 9
 
 
@@ -192,6 +194,51 @@ def test_every_call_and_user_rollup_tier_counts_a_retried_insert_once(store, spa
     for table in (schema.CALLS_1M_TABLE, schema.CALLS_1H_TABLE, schema.CALLS_1D_TABLE):
         hist = store.query(f"SELECT toString(sumMap(ConfidenceHist)) AS h FROM {db}.{table}")
         assert hist.h[0] == "{500:7}", table
+
+
+def test_the_chained_rollup_tiers_hold_what_their_old_views_over_the_spans_computed(
+        store, span_batch):
+    """Migration 12 fed the hourly and daily tiers from the tier below; each must hold, row
+    for row (time bucket, every key column, sums, histograms, first and last call), what its
+    view over the spans computed before. The calls straddle an hour and a day boundary."""
+    day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    times = [day - timedelta(seconds=10), day + timedelta(minutes=59, seconds=30),
+             day + timedelta(hours=1, seconds=5)]
+    calls = [{A.OPERATION: "chat", A.FEATURE: "search", A.REQUEST_MODEL: "gpt-4o",
+              A.RESPONSE_MODEL: "gpt-4o-2024-08-06", A.USER: "u1", A.TENANT: "acme",
+              A.COST: "0.5", A.CONFIDENCE: "0.25"},
+             {A.OPERATION: "chat", A.FEATURE: "chat", A.REQUEST_MODEL: "claude",
+              A.MODEL_VERSION: "v2", A.USER: "u2", A.COST: "0.125"},
+             {A.OPERATION: "embeddings", A.FEATURE: "search", A.RESPONSE_MODEL: "e5",
+              A.USER: "u1", A.TENANT: "acme"}]
+    for i, when in enumerate(times):
+        for j, call in enumerate(calls):
+            batch = span_batch(1 + i + j, attributes=call, duration_ns=(1 + j) * 7_000_000,
+                               status="Error" if j == 1 else "Unset")
+            stamps = pa.array([int(when.timestamp() * 1e9) + j] * batch.num_rows,
+                              pa.timestamp("ns"))
+            insert_spans(store, batch.set_column(0, "Timestamp", stamps))
+    t = schema.Target(store.database)
+    for table, time_col, _, _, key, values in schema._CHAINED:
+        over_spans = {"Hour": "toStartOfHour(Timestamp, 'UTC')",
+                      "Day": "toStartOfDay(Timestamp, 'UTC')"}[time_col]
+        order = ", ".join([time_col] + [k for k, _ in key])
+        shown = ", ".join([f"toUnixTimestamp({time_col})"] + [k for k, _ in key] + [
+            f"toString({n})" if "sumMap" in typ else f"round({n}, 9)" if "Float64" in typ
+            else n for n, typ, _ in values])
+        expected = store.query(
+            f"SELECT {shown} FROM "
+            f"({schema._rollup_select(t, time_col, over_spans, key, values)}) ORDER BY {order}")
+        merged = _coarser_rows(t, table, time_col, key, values)
+        got = store.query(f"SELECT {shown} FROM ({merged}) ORDER BY {order}")
+        assert len(got) > 1 and got.values.tolist() == expected.values.tolist(), table
+    hours = store.query(f"SELECT DISTINCT Hour FROM {store.database}.{schema.CALLS_1H_TABLE}")
+    assert len(hours) == 3
+
+
+def _coarser_rows(t, table: str, time_col: str, key, values) -> str:
+    """A tier's rows merged by key and time (its parts may not be merged yet)."""
+    return schema._coarser(t, time_col, time_col, table, key, values)
 
 
 @pytest.mark.parametrize("values", [

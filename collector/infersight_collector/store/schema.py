@@ -459,7 +459,10 @@ def _add_call_column(t: Target, table: str, time_col: str, time_expr: str,
     cluster mode), its view re-created to feed `values`, and `column` counted for the spans
     already stored (single node): extra rows carrying only it and the same first and last
     call times (`_fill_call_column`, with `only`). Run before ingest starts: spans written
-    meanwhile may be missed or counted twice in it."""
+    meanwhile may be missed or counted twice in it. Written for migrations 9 and 10, before
+    migration 12 fed the hourly and daily tiers from the tier below: a later migration must
+    not re-create those views over the spans, and a fill of `ai_calls_1m` now reaches the
+    hourly and daily tiers through their views (fill only the per-minute tier)."""
     name, typ, _ = column
     added = [(name, typ)] + [(n, ty) for n, ty, _ in also if t.cluster]
     statements = [f"ALTER TABLE {each}{t.on_cluster} ADD COLUMN IF NOT EXISTS {n} {ty}"
