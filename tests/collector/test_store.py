@@ -219,26 +219,23 @@ def test_the_chained_rollup_tiers_hold_what_their_old_views_over_the_spans_compu
                               pa.timestamp("ns"))
             insert_spans(store, batch.set_column(0, "Timestamp", stamps))
     t = schema.Target(store.database)
+    # Each tier's time bucket as its old view took it from the spans.
+    over_spans = {time_col: expr for _, time_col, expr in schema._CALL_TIERS}
     for table, time_col, _, _, key, values in schema._CHAINED:
-        over_spans = {"Hour": "toStartOfHour(Timestamp, 'UTC')",
-                      "Day": "toStartOfDay(Timestamp, 'UTC')"}[time_col]
         order = ", ".join([time_col] + [k for k, _ in key])
         shown = ", ".join([f"toUnixTimestamp({time_col})"] + [k for k, _ in key] + [
             f"toString({n})" if "sumMap" in typ else f"round({n}, 9)" if "Float64" in typ
             else n for n, typ, _ in values])
         expected = store.query(
             f"SELECT {shown} FROM "
-            f"({schema._rollup_select(t, time_col, over_spans, key, values)}) ORDER BY {order}")
-        merged = _coarser_rows(t, table, time_col, key, values)
+            f"({schema._rollup_select(t, time_col, over_spans[time_col], key, values)}) "
+            f"ORDER BY {order}")
+        # The tier's rows merged by time and key (its parts may not be merged yet).
+        merged = schema._coarser(t, time_col, time_col, table, key, values)
         got = store.query(f"SELECT {shown} FROM ({merged}) ORDER BY {order}")
         assert len(got) > 1 and got.values.tolist() == expected.values.tolist(), table
     hours = store.query(f"SELECT DISTINCT Hour FROM {store.database}.{schema.CALLS_1H_TABLE}")
     assert len(hours) == 3
-
-
-def _coarser_rows(t, table: str, time_col: str, key, values) -> str:
-    """A tier's rows merged by key and time (its parts may not be merged yet)."""
-    return schema._coarser(t, time_col, time_col, table, key, values)
 
 
 @pytest.mark.parametrize("values", [
