@@ -211,7 +211,7 @@ def test_stream_chunk_failure_is_counted_and_the_stream_goes_on(spans, client, f
         raise RuntimeError("injected")
 
     monkeypatch.setattr(openai_instr.ChoicesAccumulator, "add", broken)
-    monkeypatch.setattr(openai_instr.ChoicesAccumulator, "_add_lean", broken)
+    monkeypatch.setattr(openai_instr.LeanChoicesAccumulator, "add", broken)
     before = _state.failures().get("openai stream chunk:RuntimeError", 0)
     assert "".join(c.choices[0].delta.content or "" for c in _stream(client) if c.choices) \
         == "a b c "
@@ -235,7 +235,7 @@ def test_lean_stream_folds_only_its_first_and_last_chunks(spans, client, fake_op
     the first one and those from the finishing one on, whatever its length."""
     words = " ".join(f"w{i}" for i in range(200))
     fake_openai.expect(Reply(content=words, prompt_tokens=300, completion_tokens=200))
-    folded = recorded(monkeypatch, openai_instr.ChoicesAccumulator, "_add_lean")
+    folded = recorded(monkeypatch, openai_instr.LeanChoicesAccumulator, "add")
     read = list(_stream(client))
     assert len(read) == 203
     assert folded == [read[0], read[-2], read[-1]]
@@ -244,6 +244,30 @@ def test_lean_stream_folds_only_its_first_and_last_chunks(spans, client, fake_op
     assert list(attrs[A.FINISH_REASONS]) == ["stop"]
     assert attrs[A.INPUT_TOKENS] == 300 and attrs[A.OUTPUT_TOKENS] == 200
     assert A.COST in attrs and A.TIME_TO_FIRST_CHUNK in attrs
+
+
+@pytest.mark.parametrize("logprobs", [False, True], ids=["lean", "detailed"])
+def test_a_read_stream_leaves_no_reference_cycle_of_ours(spans, client, fake_openai, logprobs):
+    """What a traced stream allocates is freed by reference counting when it is done: a cycle
+    waits for the host's garbage collector, and each one makes its collections run sooner."""
+    fake_openai.expect(Reply(content="a b c", prompt_tokens=7, completion_tokens=3))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
+                                                stream=True, logprobs=logprobs,
+                                                stream_options={"include_usage": True}):
+            pass
+        gc.collect()
+        ours = [o for o in gc.garbage if type(o).__module__.startswith("infersight")
+                or getattr(getattr(o, "__self__", None), "__module__", "").startswith("infersight")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert only_span(spans).attributes[A.OUTPUT_TOKENS] == 3
+    assert ours == []
 
 
 def test_stream_raising_midway_ends_the_span_with_the_error(spans, client):

@@ -303,9 +303,10 @@ def embeddings_attributes(result: Any, request_model: str | None) -> dict[str, A
 class ChoicesAccumulator:
     """Chunks of a streamed chat completion or legacy completion. A call that asked for no
     tools and no logprobs, with content capture off, has its chunks read only for what they
-    can then carry (model, id, usage, finish reasons): about half the per-chunk cost."""
+    can then carry (model, id, usage, finish reasons): about half the per-chunk cost
+    (`LeanChoicesAccumulator`)."""
 
-    def __init__(self, request_model: str | None, detail: bool = True):
+    def __init__(self, request_model: str | None):
         self.request_model = request_model
         self.response_model: str | None = None
         self.response_id: str | None = None
@@ -314,8 +315,6 @@ class ChoicesAccumulator:
         self.tools: dict[tuple[int, int], str] = {}
         self.confidence = _Confidence()
         self.text: dict[int, list[str]] = {}
-        if not detail:
-            self.add = self._add_lean
 
     def _add_lean(self, chunk: Any) -> None:
         """`add` without logprobs, tool calls and text. Its rules are `add`'s first lines,
@@ -370,6 +369,15 @@ class ChoicesAccumulator:
         return attrs
 
 
+class LeanChoicesAccumulator(ChoicesAccumulator):
+    """`ChoicesAccumulator` reading only model, id, usage and finish reasons. A class, not
+    `self.add = self._add_lean`: an instance holding its own bound method is a reference
+    cycle, which only the garbage collector frees, and those cycles made the host's
+    collections run more often (about 4 CPU-us a streamed call in all)."""
+
+    add = ChoicesAccumulator._add_lean
+
+
 class ResponsesAccumulator:
     """Events of a streamed Response: the final `response.completed` (or `.incomplete`,
     `.failed`) event carries the whole Response, usage included."""
@@ -395,7 +403,8 @@ def _chat_stream(_args: tuple, kwargs: dict[str, Any], attrs: dict[str, Any]):
     # openai's NOT_GIVEN and omit sentinels are false, as an unset parameter should be.
     detail = bool(_state.capture_content or kwargs.get("tools") or kwargs.get("functions")
                   or kwargs.get("logprobs") or kwargs.get("top_logprobs"))
-    accumulator = ChoicesAccumulator(attrs.get(A.REQUEST_MODEL), detail)
+    accumulator = (ChoicesAccumulator if detail else LeanChoicesAccumulator)(
+        attrs.get(A.REQUEST_MODEL))
     if detail or (kwargs.get("n") or 1) != 1:
         return accumulator
     # One choice and nothing recorded from its deltas: the model and id ride every chunk,
