@@ -194,7 +194,8 @@ def cmd_loadgen(args: argparse.Namespace) -> int:
           f"{args.duration:g} s" + (f" at {args.rate:,.0f} spans/s" if args.rate else ""))
     r = loadgen.send_load(endpoint, protocol=args.protocol, duration_s=args.duration,
                           processes=args.processes, spans_per_request=args.spans_per_request,
-                          spans_per_s=args.rate, max_spans=args.max_spans, seed=args.seed)
+                          spans_per_s=args.rate, max_spans=args.max_spans, seed=args.seed,
+                          spread_s=args.spread or loadgen.SPREAD_S)
     print(f"acknowledged {r.acked_spans:,} of {r.sent_spans:,} spans in {r.seconds:.1f} s: "
           f"{r.acked_per_s:,.0f} spans/s; {r.rejected_spans} rejected, {r.refused_requests} "
           f"requests refused (retry later), {r.failed_requests} failed")
@@ -392,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total spans per second (default 0: as fast as acknowledged)")
     p.add_argument("--max-spans", type=_number(0), default=0, help="stop after this many spans")
     p.add_argument("--spans-per-request", type=_COUNT, default=500)
+    p.add_argument("--spread", type=_number(0, float, above=True), default=None,
+                   metavar="SECONDS", help="spans start in this many seconds before the load "
+                                           "(default 60, as a collector is sent them)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_loadgen)
 
