@@ -206,9 +206,10 @@ def run(quick: bool) -> report.Result:
                "spans/s", baseline="decode, 1 core", ratio=native / decode)
     cores = usable_cores()
     ceiling = cores * 1e6 / native_cpu
-    # No verdict: a few seconds of inserts leave most merges for later (over 60 statements they
-    # add about 4 CPU-us a span), so this is a floor on the sustained cost, for reading
-    # the end-to-end rows against.
+    # No verdict: a few seconds of inserts leave most merges for later (over 60 statements of
+    # spans spread over an hour they added about 4 CPU-us a span; over the last minute,
+    # `loadgen.SPREAD_S`, a merge costs half as much), so this is a floor on the sustained
+    # cost, for reading the end-to-end rows against.
     result.add("the inserter's CPU a span (parse, rows, write, views; merges that ran)",
                native_cpu, "CPU-us", baseline=f"{cores} cores / that = {ceiling:,.0f} spans/s "
                "at most, receiving aside", ratio=ceiling / TARGET_SPANS_PER_S)
