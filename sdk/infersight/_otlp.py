@@ -38,8 +38,13 @@ _key_prefixes: dict[str, bytes] = {}
 # By field tag, then key: the (type, value, whole encoded KeyValue) of the key's last string,
 # bool or string-tuple value. A tag's keys are forgotten when they are too many.
 _last: dict[int, dict[str, tuple[type, Any, bytes]]] = {}
-# KeyValue heads (`_head`) by (field tag, key, value type, value size).
+# KeyValue heads (`_head`) by (field tag, key, value type, value size), for strings.
 _heads: dict[tuple[int, str, type, int], bytes] = {}
+# The numbers' heads, by field tag, then key: a float's, and an int's in a list by the size
+# of its varint (1-10 bytes). A lookup by key alone: a tuple key's build and hash cost more
+# than the rest of an attribute's encoding. A tag's keys are forgotten when too many.
+_float_heads: dict[int, dict[str, bytes]] = {}
+_int_heads: dict[int, dict[str, list[bytes | None]]] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -130,42 +135,59 @@ def _attributes(attributes: Mapping[str, Any] | None, tag: int) -> bytes:
     last = _last.get(tag)
     if last is None or len(last) >= _MAX_CACHED:
         last = _last[tag] = {}
+    floats = _float_heads.get(tag)
+    if floats is None or len(floats) >= _MAX_CACHED:
+        floats = _float_heads[tag] = {}
+    ints = _int_heads.get(tag)
+    if ints is None or len(ints) >= _MAX_CACHED:
+        ints = _int_heads[tag] = {}
     parts = []
     append = parts.append
     for key, value in items:
         kind = type(value)
         # Counts and costs: a cached head and the value's own bytes.
         if kind is int and 0 <= value < 1 << 63:
-            payload = _SMALL[value] if value < 0x80 else _varint(value)
-        elif kind is float:
-            payload = _DOUBLE(value)
-        else:
-            # Strings, bools and tuples of strings (finish reasons) mostly repeat the key's
-            # value in the span before (operation, provider, models, cost source): then its
-            # whole KeyValue is that one's. By type too, since equal values of two types
-            # collide (True == 1, (True,) == (1,)).
-            seen = last.get(key)
-            if seen is not None and seen[0] is kind and seen[1] == value:
-                append(seen[2])
-                continue
-            if kind is str:
-                payload = value.encode()
-                encoded = _cached_head(tag, key, kind, len(payload)) + payload
-            elif kind is bool or (kind is tuple and all(type(v) is str for v in value)):
-                encoded = _field(tag, key, value)
+            if value < 0x80:
+                payload = _SMALL[value]
+            elif value < 0x4000:  # most token counts: two bytes, without `_varint`'s loop
+                payload = bytes(((value & 0x7F) | 0x80, value >> 7))
             else:
-                try:
-                    append(_field(tag, key, value))
-                except TypeError:
-                    pass
-                continue
-            last[key] = (kind, value, encoded)
-            append(encoded)
+                payload = _varint(value)
+            sized = ints.get(key)
+            if sized is None:
+                sized = ints[key] = [None] * 11
+            head = sized[len(payload)]
+            if head is None:
+                head = sized[len(payload)] = _head(tag, key, int, len(payload))
+            append(head + payload)
             continue
-        head = _heads.get((tag, key, kind, len(payload)))  # as `_cached_head`, inline
-        if head is None:
-            head = _cached_head(tag, key, kind, len(payload))
-        append(head + payload)
+        if kind is float:
+            head = floats.get(key)
+            if head is None:
+                head = floats[key] = _head(tag, key, float, 8)
+            append(head + _DOUBLE(value))
+            continue
+        # Strings, bools and tuples of strings (finish reasons) mostly repeat the key's
+        # value in the span before (operation, provider, models, cost source): then its
+        # whole KeyValue is that one's. By type too, since equal values of two types
+        # collide (True == 1, (True,) == (1,)).
+        seen = last.get(key)
+        if seen is not None and seen[0] is kind and seen[1] == value:
+            append(seen[2])
+            continue
+        if kind is str:
+            payload = value.encode()
+            encoded = _cached_head(tag, key, kind, len(payload)) + payload
+        elif kind is bool or (kind is tuple and all(type(v) is str for v in value)):
+            encoded = _field(tag, key, value)
+        else:
+            try:
+                append(_field(tag, key, value))
+            except TypeError:
+                pass
+            continue
+        last[key] = (kind, value, encoded)
+        append(encoded)
     return b"".join(parts)
 
 

@@ -122,6 +122,22 @@ def test_a_key_whose_value_changes_type_or_value_is_encoded_anew():
     assert ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans)) == otel_encode(spans)
 
 
+def test_a_count_is_encoded_right_at_every_varint_size_and_after_a_size_change():
+    """Counts and costs reuse a head cached by key (and, for a count, by its varint's size):
+    one key's values cross each size boundary, up and down, across spans."""
+    memory = InMemorySpanExporter()
+    tracer = _provider(memory, {"service.name": "sizes"}).get_tracer("t")
+    counts = [0, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**35, 2**63 - 1, 5, 16384, 200]
+    for i, count in enumerate(counts):
+        tracer.start_span("call", attributes={"tokens": count, "cost": count / 7 + 0.5,
+                                              "other": counts[-1 - i]}).end()
+    spans = memory.get_finished_spans()
+    request = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
+    assert request == otel_encode(spans)
+    encoded = request.resource_spans[0].scope_spans[0].spans
+    assert [s.attributes[0].value.int_value for s in encoded] == counts
+
+
 def test_the_cache_of_encoded_values_stays_bounded():
     """Unique values (response ids) and a growing set of keys: each encoded as itself, while
     the caches keep at most `_MAX_CACHED` entries."""
@@ -130,16 +146,23 @@ def test_the_cache_of_encoded_values_stays_bounded():
     n = _otlp._MAX_CACHED + 500
     for i in range(n):
         tracer.start_span("call", attributes={"gen_ai.response.id": f"resp-{i}",
-                                              f"key-{i}": "same", "reasons": (f"r{i}",)}).end()
+                                              f"key-{i}": "same", "reasons": (f"r{i}",),
+                                              f"count-{i}": 300, f"cost-{i}": 0.5}).end()
     spans = memory.get_finished_spans()
     request = ExportTraceServiceRequest.FromString(_otlp.encode_spans(spans))
     assert all(len(cache) <= _otlp._MAX_CACHED for cache in _otlp._last.values())
     assert len(_otlp._heads) <= _otlp._MAX_CACHED
+    assert all(len(cache) <= _otlp._MAX_CACHED for cache in _otlp._int_heads.values())
+    assert all(len(cache) <= _otlp._MAX_CACHED for cache in _otlp._float_heads.values())
     encoded = request.resource_spans[0].scope_spans[0].spans
-    assert [[(a.key, a.value.string_value or a.value.array_value.values[0].string_value)
-             for a in s.attributes] for s in encoded] == \
-        [[("gen_ai.response.id", f"resp-{i}"), (f"key-{i}", "same"), ("reasons", f"r{i}")]
-         for i in range(n)]
+
+    def value(v):
+        kind = v.WhichOneof("value")
+        return v.array_value.values[0].string_value if kind == "array_value" else getattr(v, kind)
+
+    assert [[(a.key, value(a.value)) for a in s.attributes] for s in encoded] == \
+        [[("gen_ai.response.id", f"resp-{i}"), (f"key-{i}", "same"), ("reasons", f"r{i}"),
+          (f"count-{i}", 300), (f"cost-{i}", 0.5)] for i in range(n)]
 
 
 def test_an_encoding_failure_falls_back_to_the_otel_encoder_and_is_counted(monkeypatch):
