@@ -20,7 +20,12 @@ in the same round); the figure that matters is infersight's overhead over the fl
 On this shared machine a streamed call's CPU time varies by more than that overhead from round
 to round, so the same three ways are also timed with the provider call stubbed (the wrapper
 `instrument()` installed, fed the real client's own result objects): infersight's own cost
-per call, to a microsecond.
+per call, to a microsecond. These rows count the garbage collector's full collections apart
+(`measure_stubbed`): with both clients imported a full collection walks about 200k objects
+(100+ ms here), once every 8-9k traced calls, so a round of 20k calls held one or three as
+it fell, and this machine's speed drifts within seconds. The calls are timed in short
+interleaved rounds with full collections held off, and each way's full collections per call
+are counted in one long run of it, at their median cost in this run.
 Peers are timed the same ways in their own virtualenvs, one child process per round (bare and
 floor first, then instrumented), because an instrumentor's `uninstrument()` may leave work
 behind that would otherwise be counted in their bare calls.
@@ -216,6 +221,79 @@ def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
     return out
 
 
+def measure_stubbed(cases: dict[str, Callable[[], None]], on: Callable[[], None],
+                    off: Callable[[], None], provider, calls: int, rounds: int,
+                    long_calls: int) -> dict[str, dict]:
+    """`measure`, with full collections apart: `rounds` interleaved rounds of `calls` calls a
+    way with none, then, per way, the full collections of one run of `long_calls` calls
+    (`full_collections`), added at the median cost of a full collection in this case's runs.
+    Adds "before full collections" (the ways without them), "full collections per 10k calls"
+    and "full collection ms"."""
+    out = {}
+    flush = functools.partial(provider.force_flush, 30_000)
+    for case, call in cases.items():
+        ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
+                "instrumented": (on, call)}
+        with _no_full_collections():
+            samples = cpu_per_call(ways, flush, calls, rounds)
+        rates, costs = full_collections(ways, flush, long_calls)
+        off()
+        cost = statistics.median(costs) if costs else 0.0
+        before = paired(samples)
+        out[case] = {**{way: us + rates[way] * cost for way, us in before.items()},
+                     "before full collections": before, "round ratios": round_ratios(samples),
+                     "full collections per 10k calls": {w: r * 1e4 for w, r in rates.items()},
+                     "full collection ms": cost / 1000}
+    return out
+
+
+class _no_full_collections:
+    """Holds off the collector's full (generation 2) collections; the younger ones run."""
+
+    def __enter__(self):
+        self.thresholds = gc.get_threshold()
+        gc.collect()
+        gc.set_threshold(self.thresholds[0], self.thresholds[1], 1 << 30)
+
+    def __exit__(self, *_exc):
+        gc.set_threshold(*self.thresholds)
+
+
+def full_collections(ways: dict[str, tuple[Callable[[], None], Callable[[], None]]],
+                     flush: Callable[[], None], calls: int
+                     ) -> tuple[dict[str, float], list[float]]:
+    """({way: full collections per call}, the CPU-us of each one seen), from one run of
+    `calls` calls a way after a full collection. A way's rate is taken between its first and
+    last full collection, so the run's edges do not round it."""
+    seen: list[tuple[int, int]] = []  # (calls made, CPU ns) of each full collection
+    at = [0, 0]  # calls made so far, the CPU clock when the collection started
+
+    def timed(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                at[1] = time.process_time_ns()
+            else:
+                seen.append((at[0], time.process_time_ns() - at[1]))
+
+    rates, costs = {}, []
+    gc.callbacks.append(timed)
+    try:
+        for name, (setup, call) in ways.items():
+            setup()
+            gc.collect()
+            seen.clear()
+            for at[0] in range(calls):
+                call()
+            flush()
+            costs += [ns / 1000 for _, ns in seen]
+            first, last = (seen[0][0], seen[-1][0]) if seen else (0, 0)
+            rates[name] = ((len(seen) - 1) / (last - first) if last > first
+                           else len(seen) / calls)
+    finally:
+        gc.callbacks.remove(timed)
+    return rates, costs
+
+
 def round_ratios(samples: dict[str, list[float]]) -> list[float]:
     """Each round's instrumented overhead over its floor overhead, sorted: their spread says
     how far the median's verdict can be trusted on this machine."""
@@ -290,7 +368,9 @@ def _overhead(result: report.Result, calls: int, rounds: int) -> None:
                 series[name].append(float("nan"))
                 continue
             series[name].append(_peer_row(result, case, name, peer))
-    _isolated(result, provider, calls * 20, rounds, theirs)
+    # Rounds of 2k calls pair the ways within a tenth of a second; with the long runs, about
+    # as many calls as the 20k-call rounds these replaced.
+    _isolated(result, provider, calls * 2, rounds * 4, calls * 200, theirs)
     result.plot = {"title": "Overhead per call over the bare call (CPU us, median of rounds)",
                    "ylabel": "CPU microseconds per call", "labels": list(ours),
                    "series": series}
@@ -344,32 +424,42 @@ def verdict(ratio: float, limit: float) -> bool:
     return 0 <= ratio <= limit
 
 
-def _isolated(result: report.Result, provider, calls: int, rounds: int,
+def _isolated(result: report.Result, provider, calls: int, rounds: int, long_calls: int,
               theirs: dict[str, dict]) -> None:
     """Infersight's own cost per call against the floor's, without the client's noise, and
     the peers' where their child measured it (`_peer_child`)."""
     import infersight
 
     cases = {**openai_stubbed_calls(), **anthropic_stubbed_calls()}
-    measured = measure(cases, lambda: infersight.instrument(tracer_provider=provider),
-                       infersight.uninstrument, provider, calls, rounds)
-    spreads = []
+    measured = measure_stubbed(cases, lambda: infersight.instrument(tracer_provider=provider),
+                               infersight.uninstrument, provider, calls, rounds, long_calls)
+    spreads, collections = [], []
     for case, us in measured.items():
         floor_over, ours_over, ratio = _overheads(us)
         limit = TARGETS["stream" if "stream" in case else "sync"]
+        short = case.split(",")[0]
         q1, q3 = quartiles(us["round ratios"])
-        spreads.append(f"{case.split(',')[0]} {q1:.2f}-{q3:.2f}x")
+        spreads.append(f"{short} {q1:.2f}-{q3:.2f}x")
+        per_10k = us["full collections per 10k calls"]
+        collections.append(f"{short}: floor {per_10k['floor']:.2f}, infersight "
+                           f"{per_10k['instrumented']:.2f} at {us['full collection ms']:.0f} ms")
         result.add(f"{case}: floor (bare OTel span) overhead", floor_over, "CPU-us/call")
         result.add(f"{case}: infersight overhead", ours_over, "CPU-us/call",
                    baseline="floor overhead", ratio=ratio, target=f"<= {limit}x",
                    ok=verdict(ratio, limit))
+        _, before, before_ratio = _overheads(us["before full collections"])
+        result.add(f"{case}: infersight overhead before full collections", before,
+                   "CPU-us/call", baseline="floor's, the same way", ratio=before_ratio)
         for name, measured in theirs.items():
             if case in measured:
                 _peer_row(result, case, name, measured[case])
     result.notes.append(
-        "Provider-stubbed rows, infersight's overhead over the floor's round by round (each "
-        "round runs the bare call, the floor and infersight back to back), middle half of the "
-        "rounds: " + "; ".join(spreads) + ". The verdict is the ratio of the medians.")
+        f"Provider-stubbed rows: {rounds} rounds of {calls:,} calls a way with full garbage "
+        "collections held off (each round runs the bare call, the floor and infersight back "
+        "to back); infersight's overhead over the floor's round by round, middle half: "
+        + "; ".join(spreads) + f". Full collections per 10k calls, from {long_calls:,} calls "
+        "a way, and the median one's CPU: " + "; ".join(collections) + ". The verdict is "
+        "the ratio of the overheads, full collections included.")
 
 
 # ---- peers, each in its own virtualenv ---------------------------------------------------------
@@ -698,6 +788,8 @@ def run(quick: bool) -> report.Result:
     burst = 5_000 if quick else 50_000
     result = report.Result("sdk_overhead", "SDK overhead per call", settings={
         "calls per round": calls, "rounds": f"{rounds} (median) after one warm-up round",
+        "provider-stubbed rows": f"{rounds * 4} rounds of {calls * 2:,} calls, full "
+                                 f"collections from {calls * 200:,} calls a way",
         "stream": f"{STREAM_CHUNKS} content chunks", "burst": f"{burst:,} calls",
         "exporter": "BatchSpanProcessor -> OTLP protobuf encode, bytes discarded"})
     _overhead(result, calls, rounds)

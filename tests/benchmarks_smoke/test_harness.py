@@ -126,6 +126,35 @@ def test_round_ratios_pair_each_rounds_overheads_and_skip_a_floor_lost_in_noise(
     assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.5, 4.5)
 
 
+def test_full_collections_are_held_off_in_the_rounds_and_counted_per_way_apart():
+    """In a fresh interpreter (a full collection's pace depends on the heap): calls that keep
+    what they make get no full collection while held off, then have their full collections
+    counted and timed; calls that keep nothing have none."""
+    code = """
+import gc
+from benchmarks.sdk_overhead import _no_full_collections, full_collections
+kept, seen = [], []
+gc.callbacks.append(lambda phase, info: phase == "stop" and seen.append(info["generation"]))
+keep = lambda: kept.append([None])
+before = gc.get_threshold()
+with _no_full_collections():
+    seen.clear()
+    for _ in range(200_000):
+        keep()
+    held = sorted(set(seen))
+kept.clear()
+rates, costs = full_collections({"keeps": (int, keep), "nothing": (int, lambda: None)},
+                                lambda: None, 200_000)
+print(held, gc.get_threshold() == before, rates["keeps"] > 0, rates["nothing"],
+      len(costs) >= 2 and min(costs) > 0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("]")[0] == "[0, 1"  # the young generations only
+    assert out.stdout.split("]")[1].split() == ["True", "True", "0.0", "True"]
+
+
 @pytest.fixture
 def peer_module():
     """The stand-in peer's module; its wrapper is taken off `Completions.create` afterwards."""
