@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import importlib
-import itertools
 import json
 import sys
 import time
@@ -378,9 +377,9 @@ class Window:
         self.head.append(item)
 
     def attributes(self) -> dict[str, Any]:
-        tail = list(self.tail)
+        tail = self.tail
         start = 0
-        for i in range(len(tail) - 1, -1, -1):
+        for i in range(len(tail) - 1, -1, -1):  # the newest items: a deque's ends index fast
             try:
                 marked = self.last(tail[i])
             except Exception as exc:
@@ -390,10 +389,18 @@ class Window:
                 start = i
                 break
         add = self.accumulator.add
-        for item in itertools.chain(self.head, tail[start:]):
-            _fold(add, item, self.where)
+        for item in self.head:  # `_fold`, spelt out as in `_follow`
+            try:
+                add(item)
+            except Exception as exc:
+                _state.record_failure(f"{self.where} stream chunk", exc)
+        for i in range(start, len(tail)):
+            try:
+                add(tail[i])
+            except Exception as exc:
+                _state.record_failure(f"{self.where} stream chunk", exc)
         self.head.clear()
-        self.tail.clear()
+        tail.clear()
         return self.accumulator.attributes()
 
 

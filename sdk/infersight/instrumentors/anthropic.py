@@ -177,8 +177,11 @@ class EventAccumulator:
         if self.stop_reason:
             attrs[A.FINISH_REASONS] = [self.stop_reason]
         tool_call_attributes(attrs, self.tools)
-        if "input_tokens" in self.usage:
-            attrs.update(uncached_usage_attributes(*(self.usage.get(f) for f in _USAGE_FIELDS)))
+        usage = self.usage
+        if "input_tokens" in usage:  # `_USAGE_FIELDS` spelled out, as in `usage_attributes`
+            attrs.update(uncached_usage_attributes(
+                usage["input_tokens"], usage.get("output_tokens"),
+                usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")))
         if _state.capture_content and self.text:
             attrs[A.OUTPUT_MESSAGES] = json.dumps([{"role": "assistant",
                                                     "content": "".join(self.text)}])
