@@ -22,10 +22,10 @@ to round, so the same three ways are also timed with the provider call stubbed (
 `instrument()` installed, fed the real client's own result objects): infersight's own cost
 per call, to a microsecond. These rows count the garbage collector's full collections apart
 (`measure_stubbed`): with both clients imported a full collection walks about 200k objects,
-once every 8-9k traced calls, and took 40 to 136 ms here as this machine's speed drifted
-from minute to minute; a 20k-call round held two, a third of its CPU. The calls are timed in
-short interleaved rounds with full collections held off, and each way's full collections
-per call are counted in one long run of it, at their median cost in this run.
+once every 8-10k traced calls, and took 40 to 190 ms here as this machine's speed drifted
+from minute to minute; a 20k-call round held two, up to a third of its CPU. The calls are
+timed in short interleaved rounds with full collections held off, and each way's full
+collections per call are counted in one long run of it, at their median cost in this run.
 Peers are timed the same ways in their own virtualenvs, one child process per round (bare and
 floor first, then instrumented), because an instrumentor's `uninstrument()` may leave work
 behind that would otherwise be counted in their bare calls.
