@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import itertools
 import json
 import sys
 import time
@@ -389,17 +390,14 @@ class Window:
                 start = i
                 break
         add = self.accumulator.add
-        for item in self.head:  # `_fold`, spelt out as in `_follow`
+        items = self.head
+        items.extend(itertools.islice(tail, start, None))
+        for item in items:  # `_fold`, spelt out as in `_follow`
             try:
                 add(item)
             except Exception as exc:
                 _state.record_failure(f"{self.where} stream chunk", exc)
-        for i in range(start, len(tail)):
-            try:
-                add(tail[i])
-            except Exception as exc:
-                _state.record_failure(f"{self.where} stream chunk", exc)
-        self.head.clear()
+        items.clear()
         tail.clear()
         return self.accumulator.attributes()
 
