@@ -207,15 +207,21 @@ def paired(samples: dict[str, list[float]], base: str = "bare") -> dict[str, flo
             for name, values in samples.items()}
 
 
+def _ways(provider, case: str, call: Callable[[], None], on: Callable[[], None],
+          off: Callable[[], None]) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+    """The three ways `measure` times, as `cpu_per_call` takes them: (setup, call)."""
+    return {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
+            "instrumented": (on, call)}
+
+
 def measure(cases: dict[str, Callable[[], None]], on: Callable[[], None],
             off: Callable[[], None], provider, calls: int, rounds: int) -> dict[str, dict]:
     """{case: {"bare", "floor", "instrumented"} median CPU-us per call, and "round ratios"
     (`round_ratios`)}; `on` / `off` switch the instrumentation under test."""
     out = {}
     for case, call in cases.items():
-        ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
-                "instrumented": (on, call)}
-        samples = cpu_per_call(ways, lambda: provider.force_flush(30_000), calls, rounds)
+        samples = cpu_per_call(_ways(provider, case, call, on, off),
+                               lambda: provider.force_flush(30_000), calls, rounds)
         out[case] = {**paired(samples), "round ratios": round_ratios(samples)}
         off()
     return out
@@ -232,8 +238,7 @@ def measure_stubbed(cases: dict[str, Callable[[], None]], on: Callable[[], None]
     out = {}
     flush = functools.partial(provider.force_flush, 30_000)
     for case, call in cases.items():
-        ways = {"bare": (off, call), "floor": (off, floor_of(provider, case, call)),
-                "instrumented": (on, call)}
+        ways = _ways(provider, case, call, on, off)
         with _no_full_collections():
             samples = cpu_per_call(ways, flush, calls, rounds)
         rates, costs = full_collections(ways, flush, long_calls)
