@@ -97,7 +97,9 @@ def parse_json(body: bytes) -> ExportTraceServiceRequest:
                     for link in span.get("links") or ():
                         _fix_ids(link, _LINK_IDS)
         return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except (AttributeError, TypeError) as exc:  # a list where an object belongs, ...
+    # A list where an object belongs, ...; Infinity (which Python's JSON reads) where an
+    # integer or enum belongs, which protobuf's int() conversion lets out as OverflowError.
+    except (AttributeError, TypeError, OverflowError) as exc:
         raise ValueError(f"not the OTLP JSON shape: {exc}") from None
     except (json_format.ParseError, RecursionError) as exc:
         raise ValueError(str(exc)[:500]) from None

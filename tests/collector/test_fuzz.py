@@ -52,6 +52,7 @@ JSON_VALUES = st.recursive(
 @given(st.sampled_from(["traceId", "spanId", "name", "kind", "attributes", "startTimeUnixNano",
                         "status", "links", "events"]), JSON_VALUES)
 @example("kind", -7)  # found by this test: a negative enum indexed the kind names from the end
+@example("kind", float("inf"))  # found by this test: protobuf raised OverflowError, not ValueError
 def test_json_decoder_on_wrong_field_values(field, value):
     body = json_request()
     body["resourceSpans"][0]["scopeSpans"][0]["spans"][0][field] = value

@@ -131,6 +131,8 @@ def _protobuf_of(json_body: dict) -> bytes:
     (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": 5, "kind": "x"}]}]}]}',
      {"Content-Type": "application/json"}, "malformed OTLP/JSON request"),
     (b"[1, 2]", {"Content-Type": "application/json"}, "not an object"),
+    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "kind": Infinity}]}]}]}',
+     {"Content-Type": "application/json"}, "not the OTLP JSON shape"),
 ])
 def test_malformed_bodies_get_400_with_a_status_and_the_next_request_is_served(
         http_collector, store, body, headers, fragment):
