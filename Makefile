@@ -24,7 +24,7 @@ LITELLM_VENV := $(VENV)/litellm
 $(LITELLM_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(LITELLM_VENV)
 	$(LITELLM_VENV)/bin/pip install --quiet --upgrade pip
-	$(LITELLM_VENV)/bin/pip install --quiet -e '.[litellm]' pytest pandas pyarrow
+	$(LITELLM_VENV)/bin/pip install --quiet -e '.[litellm]' pytest pytest-timeout pandas pyarrow
 	touch $@
 
 test-litellm: $(LITELLM_VENV)/.installed

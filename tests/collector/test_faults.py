@@ -26,6 +26,7 @@ from infersight_collector.pipeline import Overloaded, Pipeline
 from infersight_collector.spool import Spool
 
 KILLS = 2
+FLUSH_S = 60
 COUNT_BY_SPAN = """
 import sys
 from infersight_collector.store import open_store
@@ -57,7 +58,12 @@ class AckRecorder(SpanExporter):
     """The real OTLP exporter; remembers the span ids of every export that succeeded."""
 
     def __init__(self, endpoint: str):
-        self.inner = OTLPSpanExporter(endpoint=f"http://{endpoint}", insecure=True, timeout=30)
+        # The collector comes back within seconds of a kill: reconnect within a second of that,
+        # not after gRPC's reconnect backoff, which grows to two minutes.
+        self.inner = OTLPSpanExporter(
+            endpoint=f"http://{endpoint}", insecure=True, timeout=30,
+            channel_options=(("grpc.initial_reconnect_backoff_ms", 100),
+                             ("grpc.max_reconnect_backoff_ms", 1000)))
         self.acked: set[str] = set()
 
     def export(self, spans):
@@ -94,14 +100,20 @@ def span_stream(endpoint: str):
     finally:
         stop.set()
         producer.join()
-        assert provider.force_flush(60_000)
+        # The SDK's force_flush ignores its timeout and exports the whole queue, retrying each
+        # batch for up to the exporter's 30 s: with the collector gone that is hours. So the
+        # flush gets a deadline of its own, and shutdown cuts any retry still waiting.
+        flusher = threading.Thread(target=provider.force_flush, daemon=True)
+        flusher.start()
+        flusher.join(FLUSH_S)
         provider.shutdown()
+    assert not flusher.is_alive(), f"the spans did not flush in {FLUSH_S} s"
 
 
-def wait_until(condition, timeout: float = 30.0) -> None:
+def wait_until(condition, timeout: float = 30.0, explain=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
+        assert time.monotonic() < deadline, f"condition not met in {timeout} s\n{explain()}"
         time.sleep(0.05)
 
 
@@ -195,37 +207,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_collector(data_dir, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infersight_collector.cli", "collector", "--host", "127.0.0.1",
-         "--data-dir", str(data_dir), "--grpc-port", str(port),
-         "--http-port", str(free_port()), "--metrics-port", str(free_port())],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_collector(data_dir, port: int, log) -> subprocess.Popen:
+    """Starts the collector on `port`, its output appended to `log`, and waits for it to listen."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infersight_collector.cli", "collector", "--host", "127.0.0.1",
+             "--data-dir", str(data_dir), "--grpc-port", str(port),
+             "--http-port", str(free_port()), "--metrics-port", str(free_port())],
+            stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc
         except OSError:
-            assert proc.poll() is None, "collector exited while starting"
+            if proc.poll() is not None:
+                raise AssertionError(f"collector exited while starting:\n{tail(log)}")
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError("collector did not start")
+    raise AssertionError(f"collector did not start in 60 s:\n{tail(log)}")
+
+
+def tail(path, size: int = 4000) -> str:
+    with open(path, "rb") as f:
+        return f.read()[-size:].decode(errors="replace")
 
 
 def test_kill_9_mid_stream_and_restart(tmp_path):
-    data_dir, port = tmp_path / "data", free_port()
-    proc = start_collector(data_dir, port)
+    data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "collector.log"
+    proc = start_collector(data_dir, port, log)
     try:
         with span_stream(f"127.0.0.1:{port}") as recorder:
-            for _ in range(KILLS):
+            def more_acked():
+                # After a restart the exporter may sit in its retry backoff (up to 16 s).
                 before = len(recorder.acked)
-                wait_until(lambda: len(recorder.acked) > before + 300)
+                wait_until(lambda: len(recorder.acked) > before + 300, 90, lambda: tail(log))
+
+            for _ in range(KILLS):
+                more_acked()
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
-                proc = start_collector(data_dir, port)
-            before = len(recorder.acked)
-            wait_until(lambda: len(recorder.acked) > before + 300)
+                proc = start_collector(data_dir, port, log)
+            more_acked()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
