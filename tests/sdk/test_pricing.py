@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 
 import pytest
@@ -199,12 +200,63 @@ def test_prices_file_from_the_environment(tmp_path):
     assert float(result.stdout) == pytest.approx(2.0)
 
 
+def test_calls_made_while_the_environment_prices_load_wait_for_them(tmp_path):
+    """The first priced call loads INFERSIGHT_PRICES_FILE; a call on another thread meanwhile
+    must wait for it, not price with the bundled file and cache that. The file is a FIFO, so
+    the load stays open until this app writes it."""
+    fifo = tmp_path / "prices.fifo"
+    os.mkfifo(fifo)
+    result = run_app(f"""
+    import json, threading
+    from infersight.pricing import Usage, cost_usd
+    usage, costs = Usage(input=1_000_000, output=1_000_000), {{}}
+    def call(name):
+        costs[name] = cost_usd("gpt-4o", usage)
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    with open({str(fifo)!r}, "w") as f:  # returns once the first call opened it to load
+        second = threading.Thread(target=call, args=("second",))
+        second.start()
+        second.join(0.5)
+        f.write(json.dumps({{"gpt-4o": {{"prices": [{{"from": "2020-01-01", "input": 1.0,
+                                                      "output": 1.0}}]}}}}))
+    first.join(); second.join()
+    call("after")
+    print(json.dumps(costs))
+    """, INFERSIGHT_PRICES_FILE=str(fifo))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"first": 2.0, "second": 2.0, "after": 2.0}
+
+
+def test_a_price_found_while_overrides_change_is_not_kept(overrides):
+    """A call that resolved its model from the tables as they were before `load_overrides`
+    keeps nothing of it: the next call sees the new entry. The overrides change inside the
+    name's resolution here, the one place a test can pause a call."""
+    usage = Usage(input=1_000_000, output=1_000_000)
+    real_variants = pricing._variants
+
+    def variants_meanwhile(name):
+        pricing._variants = real_variants
+        overrides.load_overrides({"acme-ft": {"prices": [{"from": "2020-01-01", "input": 1.0,
+                                                           "output": 2.0}]}})
+        yield from real_variants(name)
+
+    pricing._variants = variants_meanwhile
+    try:
+        assert cost_usd("acme-ft-20250101", usage) is None  # resolved against the old tables
+    finally:
+        pricing._variants = real_variants
+    assert cost_usd("acme-ft-20250101", usage) == pytest.approx(3.0)
+    assert resolve_model("acme-ft-20250101") == "acme-ft"
+
+
 def test_resolutions_and_day_prices_are_cached():
     """A name is resolved once; a (model, provider, day) price is found once."""
-    pricing._clear_caches()
+    with pricing._overrides_lock:
+        pricing._clear_caches()
     name = "us.anthropic.claude-sonnet-4-20250514-v1:0"
     first = cost_usd(name, Usage(input=1))
     assert cost_usd(name, Usage(input=2)) == pytest.approx(2 * first)
-    assert (resolve_model.cache_info().misses, resolve_model.cache_info().hits) == (1, 0)
+    assert (pricing._resolve.cache_info().misses, pricing._resolve.cache_info().hits) == (1, 0)
     cost_usd(name, Usage(input=1), at=dt.date(2025, 6, 1))  # another day: the name is known
-    assert (resolve_model.cache_info().misses, resolve_model.cache_info().hits) == (1, 1)
+    assert (pricing._resolve.cache_info().misses, pricing._resolve.cache_info().hits) == (1, 1)

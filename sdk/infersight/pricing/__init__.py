@@ -69,7 +69,14 @@ def price_table() -> dict:
 
 _overrides: dict[str, dict] = {}
 _overrides_lock = threading.Lock()
-_env_loaded = False
+# INFERSIGHT_PRICES_FILE is read on the first priced call, under a lock that other threads'
+# first calls wait on; `_env_loading` keeps the loading thread from loading it twice.
+_env_lock = threading.RLock()
+_env_loading = _env_loaded = False
+# Bumped whenever the overrides change. The tables derived from them are cached by
+# generation, and a price found under an older generation is not kept, so a call that read
+# the tables just before `load_overrides` cannot leave their answer cached after it.
+_generation = 0
 
 
 def _check_entry(name: Any, entry: Any) -> None:
@@ -110,45 +117,55 @@ def load_overrides(source: str | os.PathLike | dict) -> int:
     _load_env_overrides()  # the environment's file first, so what the code passes wins
     with _overrides_lock:
         _overrides.update({name.strip().lower(): entry for name, entry in models.items()})
-    _clear_caches()
+        _clear_caches()
     return len(models)
 
 
 def clear_overrides() -> None:
     """Back to the bundled prices only."""
-    global _env_loaded
-    with _overrides_lock:
-        _overrides.clear()
-        _env_loaded = True  # an explicit reset also drops INFERSIGHT_PRICES_FILE
-    _clear_caches()
+    global _env_loaded, _env_loading
+    with _env_lock:
+        _env_loading = _env_loaded = True  # an explicit reset also drops the environment's
+        with _overrides_lock:
+            _overrides.clear()
+            _clear_caches()
 
 
 def _clear_caches() -> None:
+    """Called under `_overrides_lock`, with the change itself, so a table cached under the
+    new generation always holds the change."""
+    global _generation
+    _generation += 1
     _day_prices.clear()
     _models.cache_clear()
     _index.cache_clear()
-    resolve_model.cache_clear()
+    _resolve.cache_clear()
 
 
 def _load_env_overrides() -> None:
-    global _env_loaded
+    global _env_loaded, _env_loading
     if _env_loaded:
         return
-    _env_loaded = True
-    path = os.environ.get("INFERSIGHT_PRICES_FILE", "").strip()
-    if path:
+    with _env_lock:
+        if _env_loading:  # done by another thread meanwhile, or this one is loading it
+            return
+        _env_loading = True
+        path = os.environ.get("INFERSIGHT_PRICES_FILE", "").strip()
         try:
-            load_overrides(path)
+            if path:
+                load_overrides(path)
         except ValueError as exc:  # never fail a call over it: the bundled prices still apply
             logging.getLogger("infersight").warning(
                 "infersight: INFERSIGHT_PRICES_FILE not loaded: %s", exc)
+        finally:
+            _env_loaded = True
 
 
 @functools.lru_cache(maxsize=1)
-def _models() -> dict[str, tuple[tuple[str, ...], tuple[_Price, ...]]]:
+def _models(generation: int) -> dict[str, tuple[tuple[str, ...], tuple[_Price, ...]]]:
     """Model -> (sorted start dates, prices), bundled entries then overrides."""
-    _load_env_overrides()
-    entries = {**price_table()["models"], **_overrides}
+    with _overrides_lock:
+        entries = {**price_table()["models"], **_overrides}
     out = {}
     for name, entry in entries.items():
         prices = tuple(
@@ -161,10 +178,10 @@ def _models() -> dict[str, tuple[tuple[str, ...], tuple[_Price, ...]]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _index() -> dict[str, str]:
+def _index(generation: int) -> dict[str, str]:
     """Every name a model is known by -> its key: the key itself and, for a host-priced
     `<provider>/<model>` key, the bare model name when only one host prices it."""
-    models = _models()
+    models = _models(generation)
     index = {name: name for name in models}
     hosted: dict[str, list[str]] = {}
     for name in models:
@@ -187,10 +204,15 @@ def _variants(name: str):
         name = stripped
 
 
-@functools.lru_cache(maxsize=8192)
 def resolve_model(model: str, provider: str | None = None) -> str | None:
     """The price-file key for a served or requested model name, or None when unknown."""
-    index = _index()
+    _load_env_overrides()
+    return _resolve(model, provider, _generation)
+
+
+@functools.lru_cache(maxsize=8192)
+def _resolve(model: str, provider: str | None, generation: int) -> str | None:
+    index = _index(generation)
     name = _REGION.sub("", model.strip().lower())
     bases = [name, _VENDOR.sub("", name)]
     if "/" in name:  # "models/gemini-2.5-flash", "openai/gpt-4o" as routers name them
@@ -220,11 +242,11 @@ def _utc_today() -> str:
 _day_prices: dict[tuple[str, str | None, str], _Price | None] = {}
 
 
-def _price(model: str, provider: str | None, day: str) -> _Price | None:
-    key = resolve_model(model, provider)
+def _price(model: str, provider: str | None, day: str, generation: int) -> _Price | None:
+    key = _resolve(model, provider, generation)
     if key is None:
         return None
-    starts, prices = _models()[key]
+    starts, prices = _models(generation)[key]
     return prices[max(bisect.bisect_right(starts, day) - 1, 0)]
 
 
@@ -239,10 +261,14 @@ def cost_usd(model: str | None, usage: Usage, at: _dt.date | None = None,
     try:
         price = _day_prices[(model, provider, day)]
     except KeyError:
-        price = _price(model, provider, day)
+        _load_env_overrides()
+        generation = _generation
+        price = _price(model, provider, day, generation)
         if len(_day_prices) >= 8192:
             _day_prices.clear()
         _day_prices[(model, provider, day)] = price
+        if generation != _generation:  # the overrides changed meanwhile: next call finds it anew
+            _day_prices.pop((model, provider, day), None)
     if price is None:
         return None
     tokens_in, tokens_out, cache_read, cache_write = usage  # once per priced call: unpacked
