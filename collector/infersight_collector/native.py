@@ -41,6 +41,7 @@ from . import usable_cores
 from .auth import PROJECT_ATTRIBUTE
 from .decode import Limits, storable
 from .normalize import RENAMES
+from .store import unanswered
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ class Native:
         skipped = []
         for (first, chunk), outcome in zip(chunks, outcomes):
             if isinstance(outcome, Exception):
-                if not self._store_answers():
+                if unanswered(self.store) is not None:
                     raise outcome  # the store is down: the caller retries the whole later
                 self.fallbacks += 1
                 log.error("native insert of %d requests failed, decoding them in Python: %s",
@@ -456,13 +457,6 @@ class Native:
         with open(os.path.join(directory, str(first)), "wb") as f:
             os.fsync(f.fileno())
         fsync_dir(directory)
-
-    def _store_answers(self) -> bool:
-        try:
-            self.store.query("SELECT 1 AS one")
-            return True
-        except Exception:
-            return False
 
     def _insert_chunk(self, lane: _Lane, requests: list[RawRequest], token: str) -> list[int]:
         for start, path in enumerate(lane.parts):

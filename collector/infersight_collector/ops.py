@@ -18,6 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .store import unanswered
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8888
@@ -73,11 +75,8 @@ def _readiness(ready: threading.Event, store) -> str | None:
     """Why the collector is not ready, or None."""
     if not ready.is_set():
         return "receivers not started or shutting down"
-    try:
-        store.query("SELECT 1")
-    except Exception as exc:
-        return f"store not answering: {exc}"
-    return None
+    why = unanswered(store)
+    return None if why is None else f"store not answering: {why}"
 
 
 def create_ops_server(metrics: Metrics, store, ready: threading.Event, host: str = "0.0.0.0",

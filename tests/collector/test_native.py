@@ -450,6 +450,42 @@ def test_a_failing_native_statement_falls_back_to_python(native_store, tmp_path)
     assert len(_stored(native_store)) == sum(r.spans for r in requests)
 
 
+class GoneStore:
+    """The real store, made to refuse every statement while `down` is set: chDB is embedded
+    and cannot be stopped on its own, so this stands in for a server that went away."""
+
+    def __init__(self, store):
+        self._store, self.database, self.down = store, store.database, True
+
+    def command(self, sql, parameters=None):
+        self._check()
+        return self._store.command(sql, parameters)
+
+    def query(self, sql, parameters=None):
+        self._check()
+        return self._store.query(sql, parameters)
+
+    def _check(self):
+        if self.down:
+            raise ConnectionError("connection refused (fault injected by the test)")
+
+
+def test_a_statement_that_fails_because_the_store_is_gone_is_retried_not_decoded(
+        native_store, tmp_path):
+    """A store that answers nothing is not a reason to decode in Python: the insert raises,
+    so the caller keeps the requests and retries them later, natively."""
+    gone = GoneStore(native_store)
+    native = Native(gone, DEFAULT_LIMITS, str(tmp_path))
+    requests = [_raw(r) for r in _simple_requests()]
+    with pytest.raises(ConnectionError):
+        native.insert(requests, "t")
+    assert native.fallbacks == 0 and native._fallen("t") == set()
+    gone.down = False
+    assert native.insert(requests, "t") == []
+    assert native.fallbacks == 0
+    assert len(_stored(native_store)) == sum(r.spans for r in requests)
+
+
 def test_a_request_that_breaks_its_statement_costs_only_its_chunk(native_store, tmp_path,
                                                                    monkeypatch):
     """A request upb accepts but chDB's reader refuses (here it carries our project field as

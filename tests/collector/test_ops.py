@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from test_otlp_http import json_request
 
-from infersight_collector.ops import JsonFormatter
+from infersight_collector.ops import JsonFormatter, Metrics, create_ops_server
 from infersight_collector.pipeline import Pipeline
 from infersight_collector.receivers import Receivers, ReceiverSettings
 from infersight_collector.spool import Spool
@@ -63,6 +64,28 @@ def test_health_readiness_and_metrics_follow_the_traffic(store, tmp_path):
         pipeline.stop()
     assert list(store.query(f"SELECT ProjectId FROM {store.database}.otel_traces").ProjectId) \
         == ["shop"]
+
+
+class GoneStore:
+    """Stands in for a ClickHouse server that went away (chDB cannot be stopped alone)."""
+
+    database = "infersight"
+
+    def query(self, sql, parameters=None):
+        raise ConnectionError("connection refused (fault injected by the test)")
+
+
+def test_readiness_fails_while_the_store_does_not_answer():
+    ready = threading.Event()
+    ready.set()
+    server = create_ops_server(Metrics(), GoneStore(), ready, host="127.0.0.1", port=0)
+    try:
+        reply = requests.get(f"http://127.0.0.1:{server.server_address[1]}/readyz", timeout=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.status_code == 503
+    assert "store not answering: connection refused" in reply.text
 
 
 def test_json_logs_carry_extra_fields():

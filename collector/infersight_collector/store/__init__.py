@@ -41,6 +41,16 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def unanswered(store: Store) -> str | None:
+    """Why the store does not answer a trivial query, or None when it does: the readiness
+    probe's question, and the native inserter's before it blames a statement."""
+    try:
+        store.query("SELECT 1 AS one")
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
 def insert_spans(store: Store, batch: pa.Table, dedup_token: str | None = None) -> None:
     """Insert a columnar batch of spans (columns named as in `schema.BASE_COLUMNS`); a second
     insert with the same `dedup_token` is dropped by ClickHouse."""
