@@ -120,6 +120,65 @@ def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> tuple[float, f
     return spans / elapsed, 1e6 * cpu / spans
 
 
+def _inserter_stages(payloads: list[bytes], repeats: int) -> tuple[list[tuple[str, float]], int]:
+    """Where the inserter's statement spends its CPU: the same chunk of `native.CHUNK_SPANS`
+    spans through statements that stop at each stage, each into a table of its own, cumulative
+    CPU-us a span (median of `repeats`, deduplication off so every statement writes):
+    ClickHouse's Protobuf reader reading every field; the rows built in SQL (maps, hex ids,
+    the guard), into a Null table of those columns; a Null table of `otel_traces`'s columns
+    (its DEFAULT columns computed); a MergeTree table like it without views (sorted,
+    compressed, written, and its merges meanwhile); `otel_traces` itself, with its rollup
+    views. Returns the stages and the rows each MergeTree statement wrote."""
+    from infersight_collector.native import (_ONE_BLOCK, CHUNK_SPANS, COLUMNS, STRUCTURE,
+                                             Native, RawRequest, _from, delimited, select_sql)
+    from infersight_collector.store import open_store
+    from infersight_collector.store.chdb import INSERT_SETTINGS_SQL
+
+    chunk = [RawRequest(p, "", SPANS_PER_REQUEST) for p in payloads]
+    chunk = (chunk * (CHUNK_SPANS // (SPANS_PER_REQUEST * len(chunk)) + 1))
+    chunk = chunk[:max(CHUNK_SPANS // SPANS_PER_REQUEST, 1)]
+    spans = sum(r.spans for r in chunk)
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+        store = open_store(data_dir=os.path.join(tmp, "store"))
+        native = Native(store, DEFAULT_LIMITS, os.path.join(tmp, "native"))
+        lane = native.lanes[0]
+        for start, path in enumerate(lane.parts):
+            with open(path, "wb") as f:
+                f.write(delimited(chunk, start, len(lane.parts)))
+        db = store.database
+        types = store.query(f"SELECT name, type FROM system.columns WHERE database = '{db}' "
+                            "AND table = 'otel_traces'")
+        typed = dict(zip(types["name"], types["type"]))
+        row_columns = ", ".join(f"`{c}` {typed[c]}" for c in COLUMNS)
+        store.command(f"CREATE TABLE {db}.stage_reader ({STRUCTURE}) ENGINE = Null")
+        store.command(f"CREATE TABLE {db}.stage_rows ({row_columns}) ENGINE = Null")
+        store.command(f"CREATE TABLE {db}.stage_defaults AS {db}.otel_traces ENGINE = Null")
+        store.command(f"CREATE TABLE {db}.stage_write AS {db}.otel_traces")
+        settings = (f"SETTINGS {native.settings}, {INSERT_SETTINGS_SQL}, {_ONE_BLOCK}, "
+                    "insert_deduplicate = 0")
+        rows = f"({', '.join(COLUMNS)}) {select_sql(lane.path, '[]', DEFAULT_LIMITS)}"
+        stages = [
+            ("ClickHouse's Protobuf reader, every field",
+             f"INSERT INTO {db}.stage_reader SELECT * FROM {_from(lane.path)}"),
+            ("+ rows built in SQL (maps, hex ids, the guard)", f"INSERT INTO {db}.stage_rows {rows}"),
+            ("+ the table's DEFAULT columns", f"INSERT INTO {db}.stage_defaults {rows}"),
+            ("+ sort, compress, write (no views)", f"INSERT INTO {db}.stage_write {rows}"),
+            ("+ the rollup views: the whole statement", f"INSERT INTO {db}.otel_traces {rows}"),
+        ]
+        costs: list[list[float]] = [[] for _ in stages]
+        for _ in range(repeats):  # stage after stage in each round: drift hits them alike
+            for (_, sql), each in zip(stages, costs):
+                cpu = time.process_time()
+                store.command(f"{sql} {settings}")
+                each.append(1e6 * (time.process_time() - cpu) / spans)
+        out = [(label, sorted(each)[len(each) // 2]) for (label, _), each in zip(stages, costs)]
+        written = store.query(f"SELECT (SELECT count() FROM {db}.stage_write) AS a, "
+                              f"(SELECT count() FROM {db}.otel_traces) AS b")
+        store.close()
+    assert written["a"][0] == written["b"][0] == repeats * spans, "a stage wrote fewer rows"
+    return out, spans
+
+
 def _end_to_end(result: report.Result, protocol: str, seconds: float, processes: int,
                 pool: int, decode_rate: float, spread_s: float = SPREAD_S) -> float:
     with tempfile.TemporaryDirectory(prefix=f"bench-ingest-{protocol}-") as data_dir:
@@ -213,6 +272,17 @@ def run(quick: bool) -> report.Result:
     result.add("the inserter's CPU a span (parse, rows, write, views; merges that ran)",
                native_cpu, "CPU-us", baseline=f"{cores} cores / that = {ceiling:,.0f} spans/s "
                "at most, receiving aside", ratio=ceiling / TARGET_SPANS_PER_S)
+    stages, _ = _inserter_stages(payloads, 3 if quick else 15)
+    whole = stages[-1][1]
+    for label, cpu in stages:
+        result.add(f"inserter, up to: {label}", cpu, "CPU-us",
+                   baseline="the whole statement", ratio=cpu / whole)
+    result.notes.append(
+        "The inserter's stages are one statement's spans through statements that stop at "
+        "each stage, into tables of their own (`_inserter_stages`), cumulative, merges "
+        f"included where they ran: {cores} cores / the whole statement = "
+        f"{cores * 1e6 / whole:,.0f} spans/s at most for storing alone, before any CPU for "
+        "receiving, spooling or the load generator.")
     two_lanes, _ = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
     result.add("the same, two statements at once (--insert-lanes 2)", two_lanes, "spans/s",
                baseline="one statement at a time", ratio=two_lanes / native)

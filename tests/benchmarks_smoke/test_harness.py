@@ -76,6 +76,26 @@ def test_the_inserter_row_counts_every_span_and_its_cpu():
     assert 1 < cpu_us < 10_000  # about 25 here; a unit slip is off by 500 or a million
 
 
+def test_the_inserter_stages_run_every_statement_and_write_every_span():
+    """The inserter's statement taken apart (`ingest._inserter_stages`), in its own process as
+    above: every stage's statement runs, the MergeTree ones write each span of the chunk once
+    a round (the function checks), and each cost is CPU-us a span."""
+    code = ("from datetime import datetime, timedelta, timezone\n"
+            "from benchmarks import ingest\n"
+            "from infersight_collector.loadgen import export_requests, generate_spans\n"
+            "now = datetime.now(timezone.utc)\n"
+            "payloads = export_requests(generate_spans(1000, now - timedelta(seconds=60), now, "
+            "seed=5), 500)\n"
+            "stages, spans = ingest._inserter_stages(payloads, 2)\n"
+            "print(spans, *(cpu for _, cpu in stages))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    spans, *costs = out.stdout.split()[-6:]
+    assert int(spans) >= 30_000  # a whole statement's chunk, from two distinct requests
+    assert len(costs) == 5 and all(0.1 < float(c) < 10_000 for c in costs)  # about 4 to 20
+
+
 def test_every_dashboard_query_is_benchmarked():
     calls = list(query_bench._calls(_FakeStore(), START, END, query_bench.discover()))
     assert calls
