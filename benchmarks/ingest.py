@@ -5,7 +5,7 @@ Baselines measured in the same run, on the same pre-serialised 500-span requests
 - chDB insert alone, of the decoded batches (group-committed as the writer does);
 - the collector's inserter on the same requests kept as received: chDB parses them and builds
   the rows in SQL, then inserts (`infersight_collector.native`, what the collector does with
-  the embedded store).
+  the embedded store), and the same statement taken apart stage by stage (`_inserter_stages`).
 Then `infersight collector` runs in its own process on a fresh chDB directory and load workers
 (`infersight_collector.loadgen.send_load`, separate processes) send for the set duration over
 raw gRPC (pre-serialised bytes), OTLP/HTTP when the collector has it, and the OpenTelemetry SDK's
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import cProfile
 import io
+import itertools
 import os
 import pstats
+import statistics
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -122,61 +124,77 @@ def _native_insert_rate(payloads: list[bytes], lanes: int = 1) -> tuple[float, f
 
 def _inserter_stages(payloads: list[bytes], repeats: int) -> tuple[list[tuple[str, float]], int]:
     """Where the inserter's statement spends its CPU: the same chunk of `native.CHUNK_SPANS`
-    spans through statements that stop at each stage, each into a table of its own, cumulative
-    CPU-us a span (median of `repeats`, deduplication off so every statement writes):
-    ClickHouse's Protobuf reader reading every field; the rows built in SQL (maps, hex ids,
-    the guard), into a Null table of those columns; a Null table of `otel_traces`'s columns
-    (its DEFAULT columns computed); a MergeTree table like it without views (sorted,
-    compressed, written, and its merges meanwhile); `otel_traces` itself, with its rollup
-    views. Returns the stages and the rows each MergeTree statement wrote."""
-    from infersight_collector.native import (_ONE_BLOCK, CHUNK_SPANS, COLUMNS, STRUCTURE,
-                                             Native, RawRequest, _from, delimited, select_sql)
+    spans through statements that stop at each stage, each into a table of its own, stage
+    after stage in each round; cumulative CPU-us a span, median of `repeats`. Deduplication
+    is off, or `otel_traces` would drop the repeated block and write nothing; merges are held
+    off, or one statement would be charged the merges of the parts the others wrote (the
+    inserter's row above counts merges). The stages: ClickHouse's Protobuf reader reading
+    every field; the rows built in SQL (maps, hex ids, the guard), into a Null table of those
+    columns; a Null table of `otel_traces`'s columns (its DEFAULT columns computed); a
+    MergeTree table like it without views (sorted, compressed, written); `otel_traces` itself,
+    with its rollup views. Returns the stages and the spans of the chunk."""
+    from infersight_collector.native import CHUNK_SPANS, RawRequest
     from infersight_collector.store import open_store
-    from infersight_collector.store.chdb import INSERT_SETTINGS_SQL
 
-    chunk = [RawRequest(p, "", SPANS_PER_REQUEST) for p in payloads]
-    chunk = (chunk * (CHUNK_SPANS // (SPANS_PER_REQUEST * len(chunk)) + 1))
-    chunk = chunk[:max(CHUNK_SPANS // SPANS_PER_REQUEST, 1)]
+    raw = [RawRequest(p, "", SPANS_PER_REQUEST) for p in payloads]
+    chunk = list(itertools.islice(itertools.cycle(raw), max(CHUNK_SPANS // SPANS_PER_REQUEST, 1)))
     spans = sum(r.spans for r in chunk)
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
         store = open_store(data_dir=os.path.join(tmp, "store"))
-        native = Native(store, DEFAULT_LIMITS, os.path.join(tmp, "native"))
-        lane = native.lanes[0]
-        for start, path in enumerate(lane.parts):
-            with open(path, "wb") as f:
-                f.write(delimited(chunk, start, len(lane.parts)))
-        db = store.database
-        types = store.query(f"SELECT name, type FROM system.columns WHERE database = '{db}' "
-                            "AND table = 'otel_traces'")
-        typed = dict(zip(types["name"], types["type"]))
-        row_columns = ", ".join(f"`{c}` {typed[c]}" for c in COLUMNS)
-        store.command(f"CREATE TABLE {db}.stage_reader ({STRUCTURE}) ENGINE = Null")
-        store.command(f"CREATE TABLE {db}.stage_rows ({row_columns}) ENGINE = Null")
-        store.command(f"CREATE TABLE {db}.stage_defaults AS {db}.otel_traces ENGINE = Null")
-        store.command(f"CREATE TABLE {db}.stage_write AS {db}.otel_traces")
-        settings = (f"SETTINGS {native.settings}, {INSERT_SETTINGS_SQL}, {_ONE_BLOCK}, "
-                    "insert_deduplicate = 0")
-        rows = f"({', '.join(COLUMNS)}) {select_sql(lane.path, '[]', DEFAULT_LIMITS)}"
-        stages = [
-            ("ClickHouse's Protobuf reader, every field",
-             f"INSERT INTO {db}.stage_reader SELECT * FROM {_from(lane.path)}"),
-            ("+ rows built in SQL (maps, hex ids, the guard)", f"INSERT INTO {db}.stage_rows {rows}"),
-            ("+ the table's DEFAULT columns", f"INSERT INTO {db}.stage_defaults {rows}"),
-            ("+ sort, compress, write (no views)", f"INSERT INTO {db}.stage_write {rows}"),
-            ("+ the rollup views: the whole statement", f"INSERT INTO {db}.otel_traces {rows}"),
-        ]
-        costs: list[list[float]] = [[] for _ in stages]
+        try:
+            costs, written = _run_stages(store, os.path.join(tmp, "native"), chunk, repeats)
+        finally:
+            store.close()
+    assert written == [repeats * spans] * 2, f"the MergeTree stages wrote {written} rows"
+    return [(label, statistics.median(each)) for label, each in costs], spans
+
+
+def _run_stages(store, directory: str, chunk: list, repeats: int):
+    """`_inserter_stages` on an open store: each stage's CPU-us a span, a list per stage, and
+    the rows the two MergeTree stages hold afterwards."""
+    from infersight_collector.native import (_ONE_BLOCK, COLUMNS, STRUCTURE, Native, _from,
+                                             delimited, select_sql)
+    from infersight_collector.store.chdb import INSERT_SETTINGS_SQL
+
+    native = Native(store, DEFAULT_LIMITS, directory)
+    lane = native.lanes[0]
+    for start, path in enumerate(lane.parts):
+        with open(path, "wb") as f:
+            f.write(delimited(chunk, start, len(lane.parts)))
+    db, spans = store.database, sum(r.spans for r in chunk)
+    types = store.query(f"SELECT name, type FROM system.columns WHERE database = '{db}' "
+                        "AND table = 'otel_traces'")
+    typed = dict(zip(types["name"], types["type"]))
+    store.command(f"CREATE TABLE {db}.stage_reader ({STRUCTURE}) ENGINE = Null")
+    store.command(f"CREATE TABLE {db}.stage_rows "
+                  f"({', '.join(f'`{c}` {typed[c]}' for c in COLUMNS)}) ENGINE = Null")
+    store.command(f"CREATE TABLE {db}.stage_defaults AS {db}.otel_traces ENGINE = Null")
+    store.command(f"CREATE TABLE {db}.stage_write AS {db}.otel_traces")
+    settings = (f"SETTINGS {native.settings}, {INSERT_SETTINGS_SQL}, {_ONE_BLOCK}, "
+                "insert_deduplicate = 0")
+    rows = f"({', '.join(COLUMNS)}) {select_sql(lane.path, '[]', DEFAULT_LIMITS)}"
+    stages = [
+        ("ClickHouse's Protobuf reader, every field",
+         f"INSERT INTO {db}.stage_reader SELECT * FROM {_from(lane.path)}"),
+        ("+ rows built in SQL (maps, hex ids, the guard)",
+         f"INSERT INTO {db}.stage_rows {rows}"),
+        ("+ the table's DEFAULT columns", f"INSERT INTO {db}.stage_defaults {rows}"),
+        ("+ sort, compress, write (no views)", f"INSERT INTO {db}.stage_write {rows}"),
+        ("+ the rollup views: the whole statement", f"INSERT INTO {db}.otel_traces {rows}"),
+    ]
+    costs: list[tuple[str, list[float]]] = [(label, []) for label, _ in stages]
+    store.command("SYSTEM STOP MERGES")
+    try:
         for _ in range(repeats):  # stage after stage in each round: drift hits them alike
-            for (_, sql), each in zip(stages, costs):
+            for (_, sql), (_, each) in zip(stages, costs):
                 cpu = time.process_time()
                 store.command(f"{sql} {settings}")
                 each.append(1e6 * (time.process_time() - cpu) / spans)
-        out = [(label, sorted(each)[len(each) // 2]) for (label, _), each in zip(stages, costs)]
-        written = store.query(f"SELECT (SELECT count() FROM {db}.stage_write) AS a, "
-                              f"(SELECT count() FROM {db}.otel_traces) AS b")
-        store.close()
-    assert written["a"][0] == written["b"][0] == repeats * spans, "a stage wrote fewer rows"
-    return out, spans
+    finally:
+        store.command("SYSTEM START MERGES")
+    written = [int(store.query(f"SELECT count() AS n FROM {db}.{table}")["n"][0])
+               for table in ("stage_write", "otel_traces")]
+    return costs, written
 
 
 def _end_to_end(result: report.Result, protocol: str, seconds: float, processes: int,
@@ -279,10 +297,10 @@ def run(quick: bool) -> report.Result:
                    baseline="the whole statement", ratio=cpu / whole)
     result.notes.append(
         "The inserter's stages are one statement's spans through statements that stop at "
-        "each stage, into tables of their own (`_inserter_stages`), cumulative, merges "
-        f"included where they ran: {cores} cores / the whole statement = "
-        f"{cores * 1e6 / whole:,.0f} spans/s at most for storing alone, before any CPU for "
-        "receiving, spooling or the load generator.")
+        "each stage, into tables of their own (`_inserter_stages`), cumulative, merges held "
+        f"off: {cores} cores / the whole statement = {cores * 1e6 / whole:,.0f} spans/s at "
+        "most for storing alone, before merges and any CPU for receiving, spooling or the "
+        "load generator.")
     two_lanes, _ = _native_insert_rate(payloads * (2 if quick else 8), lanes=2)
     result.add("the same, two statements at once (--insert-lanes 2)", two_lanes, "spans/s",
                baseline="one statement at a time", ratio=two_lanes / native)

@@ -89,7 +89,7 @@ def test_the_inserter_stages_run_every_statement_and_write_every_span():
             "stages, spans = ingest._inserter_stages(payloads, 2)\n"
             "print(spans, *(cpu for _, cpu in stages))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+                         cwd=ROOT, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     spans, *costs = out.stdout.split()[-6:]
     assert int(spans) >= 30_000  # a whole statement's chunk, from two distinct requests

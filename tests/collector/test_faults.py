@@ -17,6 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -102,12 +103,14 @@ def span_stream(endpoint: str):
         producer.join()
         # The SDK's force_flush ignores its timeout and exports the whole queue, retrying each
         # batch for up to the exporter's 30 s: with the collector gone that is hours. So the
-        # flush gets a deadline of its own, and shutdown cuts any retry still waiting.
+        # flush gets a deadline of its own; shutdown then waits up to 30 s for the batch
+        # worker and shuts the exporter, which cuts any retry still waiting.
         flusher = threading.Thread(target=provider.force_flush, daemon=True)
         flusher.start()
         flusher.join(FLUSH_S)
+        flushed = not flusher.is_alive()
         provider.shutdown()
-    assert not flusher.is_alive(), f"the spans did not flush in {FLUSH_S} s"
+    assert flushed, f"the spans did not flush in {FLUSH_S} s"
 
 
 def wait_until(condition, timeout: float = 30.0, explain=lambda: "") -> None:
@@ -233,6 +236,7 @@ def tail(path, size: int = 4000) -> str:
         return f.read()[-size:].decode(errors="replace")
 
 
+@pytest.mark.timeout(600)  # its own waits, when they fail, add up to more than the 300 s
 def test_kill_9_mid_stream_and_restart(tmp_path):
     data_dir, port, log = tmp_path / "data", free_port(), tmp_path / "collector.log"
     proc = start_collector(data_dir, port, log)

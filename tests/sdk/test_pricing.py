@@ -218,6 +218,7 @@ def test_calls_made_while_the_environment_prices_load_wait_for_them(tmp_path):
         second = threading.Thread(target=call, args=("second",))
         second.start()
         second.join(0.5)
+        costs["second waited"] = second.is_alive()
         f.write(json.dumps({{"gpt-4o": {{"prices": [{{"from": "2020-01-01", "input": 1.0,
                                                       "output": 1.0}}]}}}}))
     first.join(); second.join()
@@ -225,7 +226,8 @@ def test_calls_made_while_the_environment_prices_load_wait_for_them(tmp_path):
     print(json.dumps(costs))
     """, INFERSIGHT_PRICES_FILE=str(fifo))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"first": 2.0, "second": 2.0, "after": 2.0}
+    assert json.loads(result.stdout) == {"first": 2.0, "second waited": True, "second": 2.0,
+                                         "after": 2.0}
 
 
 def test_a_price_found_while_overrides_change_is_not_kept(overrides):

@@ -70,12 +70,12 @@ def price_table() -> dict:
 _overrides: dict[str, dict] = {}
 _overrides_lock = threading.Lock()
 # INFERSIGHT_PRICES_FILE is read on the first priced call, under a lock that other threads'
-# first calls wait on; `_env_loading` keeps the loading thread from loading it twice.
+# first calls wait on; `_env_claimed` keeps the loading thread from loading it twice.
 _env_lock = threading.RLock()
-_env_loading = _env_loaded = False
-# Bumped whenever the overrides change. The tables derived from them are cached by
-# generation, and a price found under an older generation is not kept, so a call that read
-# the tables just before `load_overrides` cannot leave their answer cached after it.
+_env_claimed = _env_loaded = False
+# Bumped whenever the overrides change. The tables derived from them are cached under the
+# generation they were asked for, and a price found under an older generation is not kept,
+# so a call that read the tables just before `load_overrides` cannot leave its answer cached.
 _generation = 0
 
 
@@ -123,9 +123,9 @@ def load_overrides(source: str | os.PathLike | dict) -> int:
 
 def clear_overrides() -> None:
     """Back to the bundled prices only."""
-    global _env_loaded, _env_loading
+    global _env_loaded, _env_claimed
     with _env_lock:
-        _env_loading = _env_loaded = True  # an explicit reset also drops the environment's
+        _env_claimed = _env_loaded = True  # an explicit reset also drops INFERSIGHT_PRICES_FILE
         with _overrides_lock:
             _overrides.clear()
             _clear_caches()
@@ -143,13 +143,13 @@ def _clear_caches() -> None:
 
 
 def _load_env_overrides() -> None:
-    global _env_loaded, _env_loading
+    global _env_loaded, _env_claimed
     if _env_loaded:
         return
     with _env_lock:
-        if _env_loading:  # done by another thread meanwhile, or this one is loading it
+        if _env_claimed:  # done by another thread meanwhile, or this one is loading it
             return
-        _env_loading = True
+        _env_claimed = True
         path = os.environ.get("INFERSIGHT_PRICES_FILE", "").strip()
         try:
             if path:
@@ -244,9 +244,12 @@ _day_prices: dict[tuple[str, str | None, str], _Price | None] = {}
 
 def _price(model: str, provider: str | None, day: str, generation: int) -> _Price | None:
     key = _resolve(model, provider, generation)
-    if key is None:
+    # The tables are rebuilt from the overrides as they are now when the generation moved on
+    # meanwhile, so the key may be gone: no price, and `cost_usd` keeps nothing of it.
+    entry = None if key is None else _models(generation).get(key)
+    if entry is None:
         return None
-    starts, prices = _models(generation)[key]
+    starts, prices = entry
     return prices[max(bisect.bisect_right(starts, day) - 1, 0)]
 
 
