@@ -57,41 +57,39 @@ class _FakeStore:
         return pd.DataFrame({"TraceId": ["0af7651916cd43dd8448eb211c80319c"]})
 
 
-def test_the_inserter_row_counts_every_span_and_its_cpu():
-    """Through the real inserter into a fresh chDB store, in its own process (chDB opens one
-    directory a process, and the suite's store is open here): a rate and a CPU cost a span
-    in microseconds (not seconds, not a request)."""
-    code = ("from datetime import datetime, timedelta, timezone\n"
-            "from benchmarks import ingest\n"
-            "from infersight_collector.loadgen import export_requests, generate_spans\n"
-            "now = datetime.now(timezone.utc)\n"  # recent: older rows are past the retention
-            "payloads = export_requests(generate_spans(2000, now - timedelta(hours=1), now, "
-            "seed=5), 500)\n"
-            "print(*ingest._native_insert_rate(payloads))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
+def _ingest_bench_prints(spans: int, code: str) -> list[str]:
+    """The words `code` prints, run with `ingest` and the `payloads` of `spans` recent
+    load-generator spans (500 a request) in a fresh process: chDB opens one directory a
+    process, and the suite's store is open here."""
+    prelude = ("from datetime import datetime, timedelta, timezone\n"
+               "from benchmarks import ingest\n"
+               "from infersight_collector.loadgen import export_requests, generate_spans\n"
+               "now = datetime.now(timezone.utc)\n"  # recent: older rows are past the retention
+               f"payloads = export_requests(generate_spans({spans}, now - timedelta(minutes=1), "
+               "now, seed=5), 500)\n"
+               + code)
+    out = subprocess.run([sys.executable, "-c", prelude], capture_output=True, text=True,
+                         cwd=ROOT, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
-    rate, cpu_us = map(float, out.stdout.split()[-2:])
+    return out.stdout.split()
+
+
+def test_the_inserter_row_counts_every_span_and_its_cpu():
+    """Through the real inserter into a fresh chDB store: a rate and a CPU cost a span in
+    microseconds (not seconds, not a request)."""
+    printed = _ingest_bench_prints(2000, "print(*ingest._native_insert_rate(payloads))")
+    rate, cpu_us = map(float, printed[-2:])
     assert rate > 0
     assert 1 < cpu_us < 10_000  # about 25 here; a unit slip is off by 500 or a million
 
 
 def test_the_inserter_stages_run_every_statement_and_write_every_span():
-    """The inserter's statement taken apart (`ingest._inserter_stages`), in its own process as
-    above: every stage's statement runs, the MergeTree ones write each span of the chunk once
-    a round (the function checks), and each cost is CPU-us a span."""
-    code = ("from datetime import datetime, timedelta, timezone\n"
-            "from benchmarks import ingest\n"
-            "from infersight_collector.loadgen import export_requests, generate_spans\n"
-            "now = datetime.now(timezone.utc)\n"
-            "payloads = export_requests(generate_spans(1000, now - timedelta(seconds=60), now, "
-            "seed=5), 500)\n"
-            "stages, spans = ingest._inserter_stages(payloads, 2)\n"
-            "print(spans, *(cpu for _, cpu in stages))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    spans, *costs = out.stdout.split()[-6:]
+    """The inserter's statement taken apart (`ingest._inserter_stages`): every stage's
+    statement runs, the MergeTree ones write each span of the chunk once a round (the
+    function checks), and each cost is CPU-us a span."""
+    spans, *costs = _ingest_bench_prints(
+        1000, "stages, spans = ingest._inserter_stages(payloads, 2)\n"
+              "print(spans, *(cpu for _, cpu in stages))")[-6:]
     assert int(spans) >= 30_000  # a whole statement's chunk, from two distinct requests
     assert len(costs) == 5 and all(0.1 < float(c) < 10_000 for c in costs)  # about 4 to 20
 
