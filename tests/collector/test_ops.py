@@ -8,6 +8,7 @@ import threading
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from test_native import GoneStore
 from test_otlp_http import json_request
 
 from infersight_collector.ops import JsonFormatter, Metrics, create_ops_server
@@ -66,19 +67,10 @@ def test_health_readiness_and_metrics_follow_the_traffic(store, tmp_path):
         == ["shop"]
 
 
-class GoneStore:
-    """Stands in for a ClickHouse server that went away (chDB cannot be stopped alone)."""
-
-    database = "infersight"
-
-    def query(self, sql, parameters=None):
-        raise ConnectionError("connection refused (fault injected by the test)")
-
-
-def test_readiness_fails_while_the_store_does_not_answer():
+def test_readiness_fails_while_the_store_does_not_answer(store):
     ready = threading.Event()
     ready.set()
-    server = create_ops_server(Metrics(), GoneStore(), ready, host="127.0.0.1", port=0)
+    server = create_ops_server(Metrics(), GoneStore(store), ready, host="127.0.0.1", port=0)
     try:
         reply = requests.get(f"http://127.0.0.1:{server.server_address[1]}/readyz", timeout=10)
     finally:
